@@ -1,0 +1,116 @@
+//! Read-side cost: one read-side critical section (enter + exit), outermost
+//! and nested, for rcu-offload, crossbeam-epoch and liburcu (memb flavour).
+//!
+//! The liburcu entries time a C loop through `iter_custom` (the loop and its
+//! clock reads run in C, so no FFI call cost is charged to liburcu).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rcu_offload::Rcu;
+
+fn outermost_pair(c: &mut Criterion) {
+    let available = rcu_offload_benches::check_liburcu();
+    let mut group = c.benchmark_group("read_side/outermost_pair");
+
+    let rcu = Rcu::new();
+    group.bench_function("rcu-offload", |b| {
+        b.iter(|| {
+            let g = black_box(rcu.read());
+            drop(g);
+        })
+    });
+
+    group.bench_function("crossbeam-epoch", |b| {
+        b.iter(|| {
+            let g = black_box(crossbeam_epoch::pin());
+            drop(g);
+        })
+    });
+
+    if available {
+        liburcu::outermost_pair(&mut group);
+    }
+    group.finish();
+}
+
+fn nested_pair(c: &mut Criterion) {
+    let available = rcu_offload_benches::check_liburcu();
+    let mut group = c.benchmark_group("read_side/nested_pair");
+
+    let rcu = Rcu::new();
+    group.bench_function("rcu-offload", |b| {
+        let outer = rcu.read();
+        b.iter(|| {
+            let g = black_box(rcu.read());
+            drop(g);
+        });
+        drop(outer);
+    });
+
+    group.bench_function("crossbeam-epoch", |b| {
+        let outer = crossbeam_epoch::pin();
+        b.iter(|| {
+            let g = black_box(crossbeam_epoch::pin());
+            drop(g);
+        });
+        drop(outer);
+    });
+
+    if available {
+        liburcu::nested_pair(&mut group);
+    }
+    group.finish();
+}
+
+#[cfg(have_liburcu)]
+mod liburcu {
+    use criterion::measurement::WallTime;
+    use criterion::BenchmarkGroup;
+    use rcu_offload_benches::liburcu::{has_sys_membarrier, RegisteredThread};
+
+    fn register() -> RegisteredThread {
+        if !has_sys_membarrier() {
+            eprintln!(
+                "note: liburcu-memb could not use sys_membarrier here; its read side \
+                 falls back to full memory barriers"
+            );
+        }
+        RegisteredThread::new().expect("registering the bench thread with liburcu-memb")
+    }
+
+    pub fn outermost_pair(group: &mut BenchmarkGroup<'_, WallTime>) {
+        let reg = register();
+        group.bench_function("liburcu-memb", |b| {
+            b.iter_custom(|iters| reg.read_pair_loop(iters))
+        });
+    }
+
+    pub fn nested_pair(group: &mut BenchmarkGroup<'_, WallTime>) {
+        let reg = register();
+        group.bench_function("liburcu-memb", |b| {
+            b.iter_custom(|iters| reg.nested_pair_loop(iters))
+        });
+    }
+}
+
+#[cfg(not(have_liburcu))]
+mod liburcu {
+    use criterion::measurement::WallTime;
+    use criterion::BenchmarkGroup;
+
+    pub fn outermost_pair(_group: &mut BenchmarkGroup<'_, WallTime>) {}
+
+    pub fn nested_pair(_group: &mut BenchmarkGroup<'_, WallTime>) {}
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = outermost_pair, nested_pair
+}
+criterion_main!(benches);

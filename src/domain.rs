@@ -1,0 +1,420 @@
+//! The public layer: [`Rcu`] handles, their [`Builder`], polled-grace-period
+//! cookies and the process-wide [`global`] domain.
+//!
+//! This module is a thin shell over the private core (`reader.rs`, `gp.rs`):
+//! it owns the domain's lifetime and turns misuse into clear panics or
+//! [`ConfigError`]s. It keeps one invariant of its own: the domain's worker
+//! threads hold the core but never a handle, so dropping the last [`Rcu`]
+//! handle is what stops and joins them (checked by the loom model
+//! `domain_drop_joins_engine` in loom-tests/tests/grace_period.rs).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::gp::GpState;
+use crate::reader::{ReadGuard, ReadState};
+use crate::sync::{spawn_named, AtomicUsize, Ordering};
+
+/// Shared state of one domain, held by handles and by its worker threads.
+pub(crate) struct Core {
+    pub(crate) reader: ReadState,
+    pub(crate) gp: GpState,
+    /// Live [`Rcu`] handles (workers do not count).
+    handles: AtomicUsize,
+    thread_name_prefix: String,
+}
+
+/// A handle to one RCU domain.
+///
+/// A domain tracks its own readers and runs its own grace periods; several
+/// domains may exist at once and never wait for each other's readers. Handles
+/// are cheap to clone and are `Send + Sync`; the domain lives until the last
+/// handle is dropped, which stops and joins its worker threads.
+///
+/// # Which thread runs what
+///
+/// * [`read`](Rcu::read), [`snapshot`](Rcu::snapshot), [`poll`](Rcu::poll)
+///   run entirely on the caller's thread and never block.
+/// * [`synchronize`](Rcu::synchronize) and
+///   [`cond_synchronize`](Rcu::cond_synchronize) run the grace period on the
+///   caller's thread, or wait for a concurrent caller's grace period that
+///   covers them; they block until then.
+/// * [`start_poll`](Rcu::start_poll) never blocks: it hands the request to the
+///   domain's grace-period engine thread (`{prefix}rcu_gp`), started on first
+///   use.
+///
+/// # Example
+///
+/// ```
+/// use rcu_offload::Rcu;
+/// use std::sync::atomic::{AtomicPtr, Ordering};
+///
+/// let rcu = Rcu::new();
+/// let shared = AtomicPtr::new(Box::into_raw(Box::new(1u64)));
+///
+/// // Reader: the pointee stays valid while the guard lives.
+/// {
+///     let _g = rcu.read();
+///     // SAFETY (example): freed only after a grace period, below.
+///     let v = unsafe { *shared.load(Ordering::Acquire) };
+///     assert_eq!(v, 1);
+/// }
+///
+/// // Updater: unpublish, wait for pre-existing readers, then free.
+/// let old = shared.swap(Box::into_raw(Box::new(2u64)), Ordering::AcqRel);
+/// rcu.synchronize();
+/// // SAFETY (example): no reader can still hold `old`.
+/// drop(unsafe { Box::from_raw(old) });
+/// # drop(unsafe { Box::from_raw(shared.load(Ordering::Acquire)) });
+/// ```
+pub struct Rcu {
+    core: Arc<Core>,
+}
+
+/// A grace-period cookie from [`Rcu::snapshot`] or [`Rcu::start_poll`].
+///
+/// It names the end of the first grace period that starts after it was taken;
+/// [`Rcu::poll`] tells whether that has happened. Cookies belong to the domain
+/// that issued them: passing one to another domain panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GpCookie {
+    seq: u64,
+    domain: u64,
+}
+
+/// Why [`Builder::build`] refused a configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        ConfigError {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The name of the [`Builder`] method whose value was refused.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid rcu_offload configuration: {}: {}",
+            self.field, self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Largest accepted [`Builder::gp_spin_limit`].
+pub const MAX_GP_SPIN_LIMIT: u32 = 1 << 20;
+/// Longest accepted [`Builder::thread_name_prefix`], in bytes, so that worker
+/// names such as `{prefix}rcuog/123` fit Linux's 15-byte thread names.
+pub const MAX_THREAD_NAME_PREFIX: usize = 6;
+
+/// Configuration of a new domain; see [`Rcu::builder`].
+///
+/// ```
+/// let rcu = rcu_offload::Rcu::builder()
+///     .thread_name_prefix("db-")
+///     .gp_spin_limit(500)
+///     .build()
+///     .expect("valid configuration");
+/// rcu.synchronize();
+///
+/// let err = rcu_offload::Rcu::builder().gp_spin_limit(u32::MAX).build().unwrap_err();
+/// assert_eq!(err.field(), "gp_spin_limit");
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    membarrier: bool,
+    gp_spin_limit: u32,
+    thread_name_prefix: String,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            membarrier: true,
+            // Under loom, go straight to the sleeping path: it is the one with
+            // a wakeup protocol to check, and spinning only multiplies states.
+            gp_spin_limit: if cfg!(loom) { 0 } else { 1000 },
+            thread_name_prefix: String::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// Whether readers may rely on `membarrier(2)` (default `true`).
+    ///
+    /// With `true`, readers execute only compiler fences if the kernel offers
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (checked once per process, at the
+    /// first domain's construction); otherwise, or with `false`, readers
+    /// execute a full fence on outermost entry and exit and grace periods
+    /// need no system call.
+    pub fn membarrier(mut self, enable: bool) -> Self {
+        self.membarrier = enable;
+        self
+    }
+
+    /// How many times a grace period re-checks a reader it waits for before
+    /// going to sleep until that reader leaves (default 1000; at most
+    /// [`MAX_GP_SPIN_LIMIT`]).
+    pub fn gp_spin_limit(mut self, iterations: u32) -> Self {
+        self.gp_spin_limit = iterations;
+        self
+    }
+
+    /// Prefix for the names of the domain's worker threads (default empty; at
+    /// most [`MAX_THREAD_NAME_PREFIX`] bytes, no NUL).
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = prefix.into();
+        self
+    }
+
+    /// Create the domain, or say which setting makes no sense.
+    pub fn build(self) -> Result<Rcu, ConfigError> {
+        if self.gp_spin_limit > MAX_GP_SPIN_LIMIT {
+            return Err(ConfigError::new(
+                "gp_spin_limit",
+                format!(
+                    "{} iterations is more than the maximum {MAX_GP_SPIN_LIMIT}; \
+                     a grace period that waits longer should sleep",
+                    self.gp_spin_limit
+                ),
+            ));
+        }
+        if self.thread_name_prefix.len() > MAX_THREAD_NAME_PREFIX {
+            return Err(ConfigError::new(
+                "thread_name_prefix",
+                format!(
+                    "{:?} is {} bytes; at most {MAX_THREAD_NAME_PREFIX} fit in a thread name",
+                    self.thread_name_prefix,
+                    self.thread_name_prefix.len()
+                ),
+            ));
+        }
+        if self.thread_name_prefix.contains('\0') {
+            return Err(ConfigError::new(
+                "thread_name_prefix",
+                "thread names cannot contain NUL",
+            ));
+        }
+        let light = self.membarrier && membarrier_available();
+        Ok(Rcu {
+            core: Arc::new(Core {
+                reader: ReadState::new(light, self.gp_spin_limit),
+                gp: GpState::new(),
+                handles: AtomicUsize::new(1),
+                thread_name_prefix: self.thread_name_prefix,
+            }),
+        })
+    }
+}
+
+#[cfg(not(loom))]
+fn membarrier_available() -> bool {
+    crate::membarrier::available()
+}
+
+#[cfg(loom)]
+fn membarrier_available() -> bool {
+    // Irrelevant under loom: both fences are modelled as SeqCst fences.
+    true
+}
+
+impl Default for Rcu {
+    fn default() -> Self {
+        Rcu::new()
+    }
+}
+
+impl Rcu {
+    /// A new domain with the default configuration.
+    pub fn new() -> Rcu {
+        Builder::default()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A [`Builder`] to configure a new domain.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Enter a read-side critical section; it lasts until the guard is dropped.
+    ///
+    /// Costs about a nanosecond: the outermost entry stores one word in the
+    /// calling thread's reader record (registered automatically on the
+    /// thread's first `read` of this domain and released at thread exit) and
+    /// executes a compiler fence; nested entries only bump a counter. Never
+    /// blocks, never allocates after the first call on a thread.
+    ///
+    /// ```
+    /// let rcu = rcu_offload::Rcu::new();
+    /// let outer = rcu.read();
+    /// let inner = rcu.read(); // nesting is fine
+    /// drop(outer);           // in any order
+    /// drop(inner);
+    /// ```
+    #[inline]
+    pub fn read(&self) -> ReadGuard<'_> {
+        self.core.reader.enter()
+    }
+
+    /// Wait for a full grace period: every read-side section of this domain
+    /// that began before this call has ended when it returns, and their
+    /// accesses are ordered before everything the caller does next.
+    ///
+    /// Concurrent callers share grace periods. Runs the grace period on the
+    /// calling thread.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is inside a read-side section of this domain
+    /// (waiting would deadlock).
+    pub fn synchronize(&self) {
+        self.assert_not_reading("synchronize");
+        let target = self.core.gp.snapshot();
+        self.core.gp.wait_for(target, &self.core.reader);
+    }
+
+    /// A cookie for the grace period that would be needed to see every reader
+    /// that is running now finish. Starts nothing (kernel:
+    /// `get_state_synchronize_rcu`); pair it with [`start_poll`](Rcu::start_poll),
+    /// [`synchronize`](Rcu::synchronize) or another thread's activity.
+    pub fn snapshot(&self) -> GpCookie {
+        GpCookie {
+            seq: self.core.gp.snapshot(),
+            domain: self.core.reader.id(),
+        }
+    }
+
+    /// Like [`snapshot`](Rcu::snapshot), and makes sure the grace period will
+    /// run without anybody blocking on it: the domain's engine thread runs it
+    /// (kernel: `start_poll_synchronize_rcu`). Never blocks.
+    ///
+    /// ```
+    /// let rcu = rcu_offload::Rcu::new();
+    /// let cookie = rcu.start_poll();
+    /// while !rcu.poll(cookie) {
+    ///     std::thread::yield_now();
+    /// }
+    /// ```
+    pub fn start_poll(&self) -> GpCookie {
+        let cookie = self.snapshot();
+        if !self.core.gp.is_done(cookie.seq) {
+            let core = Arc::clone(&self.core);
+            let name = format!("{}rcu_gp", self.core.thread_name_prefix);
+            self.core.gp.request(cookie.seq, move || {
+                spawn_named(name, move || core.gp.engine_loop(&core.reader))
+            });
+        }
+        cookie
+    }
+
+    /// Has a full grace period elapsed since `cookie` was taken? When this
+    /// returns `true`, every read-side section that was running when the
+    /// cookie was taken has ended (kernel: `poll_state_synchronize_rcu`).
+    ///
+    /// # Panics
+    ///
+    /// If `cookie` came from another domain.
+    pub fn poll(&self, cookie: GpCookie) -> bool {
+        self.check_cookie(cookie);
+        self.core.gp.is_done(cookie.seq)
+    }
+
+    /// Wait, unless a full grace period has already elapsed since `cookie`
+    /// was taken (kernel: `cond_synchronize_rcu`). Cheaper than
+    /// [`synchronize`](Rcu::synchronize) when the cookie is old.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is inside a read-side section of this domain, or
+    /// `cookie` came from another domain.
+    pub fn cond_synchronize(&self, cookie: GpCookie) {
+        self.assert_not_reading("cond_synchronize");
+        self.check_cookie(cookie);
+        self.core.gp.wait_for(cookie.seq, &self.core.reader);
+    }
+
+    /// How many grace periods this domain has completed.
+    pub fn completed_grace_periods(&self) -> u64 {
+        self.core.gp.completed()
+    }
+
+    fn assert_not_reading(&self, what: &str) {
+        let depth = self.core.reader.current_nesting();
+        if depth != 0 {
+            panic!(
+                "rcu_offload: {what}() called inside a read-side critical section \
+                 (nesting depth {depth}) of the same domain; it would wait for \
+                 itself forever. Drop the ReadGuard first."
+            );
+        }
+    }
+
+    fn check_cookie(&self, cookie: GpCookie) {
+        assert_eq!(
+            cookie.domain,
+            self.core.reader.id(),
+            "rcu_offload: GpCookie from another Rcu domain"
+        );
+    }
+}
+
+impl Clone for Rcu {
+    fn clone(&self) -> Self {
+        self.core.handles.fetch_add(1, Ordering::Relaxed);
+        Rcu {
+            core: Arc::clone(&self.core),
+        }
+    }
+}
+
+impl Drop for Rcu {
+    fn drop(&mut self) {
+        if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.core.gp.shutdown();
+        }
+    }
+}
+
+impl fmt::Debug for Rcu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rcu")
+            .field("domain", &self.core.reader.id())
+            .field("membarrier", &self.core.reader.light_fences())
+            .field("completed_grace_periods", &self.completed_grace_periods())
+            .finish()
+    }
+}
+
+/// The process-wide default domain, created on first use.
+///
+/// It is never dropped: at process exit its engine thread (if started) is
+/// simply ended with the process, and no grace period is waited for. Code
+/// that must finish its work before exit calls
+/// [`synchronize`](Rcu::synchronize) itself. Not available in `cfg(loom)`
+/// builds, where every model creates its own domain.
+///
+/// ```
+/// let g = rcu_offload::global().read();
+/// drop(g);
+/// rcu_offload::global().synchronize();
+/// ```
+#[cfg(not(loom))]
+pub fn global() -> &'static Rcu {
+    static GLOBAL: std::sync::OnceLock<Rcu> = std::sync::OnceLock::new();
+    GLOBAL.get_or_init(Rcu::new)
+}

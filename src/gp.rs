@@ -1,0 +1,195 @@
+//! The grace-period engine: sequence numbers, batching of `synchronize()`
+//! callers, polled grace periods, and the engine thread that runs grace
+//! periods nobody is blocked on.
+//!
+//! Mirrors the kernel's `rcu_state.gp_seq` / `gp_seq_needed` pair and its
+//! `rcu_gp_kthread`, much simplified: a grace period here is one call of
+//! [`ReadState::wait_for_readers`] between two heavy fences, run by whoever
+//! holds the GP lock.
+//!
+//! # Who runs a grace period
+//!
+//! * A `synchronize()` caller runs it on its own thread (no hand-off latency),
+//!   unless the grace period it needs completed while it queued for the GP
+//!   lock: that is the batching. Every caller that snapshotted the sequence
+//!   before a grace period *started* is served by that grace period, so `n`
+//!   concurrent callers cost at most two grace periods, not `n`.
+//! * `start_poll()` records the number it needs in `needed` and wakes the
+//!   engine thread (started on first use, named `{prefix}rcu_gp`), which runs
+//!   grace periods until `needed` is reached, then sleeps.
+//!
+//! # Invariant
+//!
+//! `seq` reaches a value `>= snap(s)` only after a grace period that *started
+//! after `s` was read* has run `wait_for_readers` to completion. Starting a
+//! grace period stores the odd "in progress" number and then executes a heavy
+//! fence; [`GpState::snapshot`] executes a full fence and then reads `seq`. The
+//! two fences make the snapshot see the in-progress number of any grace period
+//! whose reader scan could have missed the caller's preceding updates, and
+//! `snap` then asks for the grace period after it.
+//!
+//! Checked by the loom models `concurrent_synchronize_share_gp` and
+//! `poll_never_early` (loom-tests/tests/grace_period.rs).
+
+use crate::reader::ReadState;
+use crate::seq;
+use crate::sync::{
+    fence_seqcst, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex,
+    Ordering,
+};
+
+/// Engine-thread bookkeeping, under [`GpState::engine`].
+struct Engine {
+    /// The highest sequence number someone asked for (wrap-safe max).
+    needed: u64,
+    /// The domain is shutting down.
+    stop: bool,
+    /// The engine thread, once started.
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Per-domain grace-period state.
+pub(crate) struct GpState {
+    /// `rcu_seq`-style number: see `seq.rs`. Written only by the GP-lock
+    /// holder.
+    seq: AtomicU64,
+    /// Held for the whole of a grace period.
+    gp_lock: Mutex<()>,
+    engine: Mutex<Engine>,
+    engine_cv: Condvar,
+}
+
+impl GpState {
+    pub(crate) fn new() -> Self {
+        GpState {
+            seq: AtomicU64::new(0),
+            gp_lock: Mutex::new(()),
+            engine: Mutex::new(Engine {
+                needed: 0,
+                stop: false,
+                thread: None,
+            }),
+            engine_cv: Condvar::new(),
+        }
+    }
+
+    /// The sequence number whose completion proves a full grace period from
+    /// now. Orders the caller's earlier memory accesses before it (kernel:
+    /// `get_state_synchronize_rcu`'s `smp_mb()`).
+    pub(crate) fn snapshot(&self) -> u64 {
+        fence_seqcst();
+        let s = self.seq.load(Ordering::Relaxed);
+        if mutant("poll_early") {
+            // Broken variant: accept the end of a grace period already running,
+            // which may have scanned readers before the caller's updates.
+            return if seq::state(s) != 0 {
+                seq::end(s)
+            } else {
+                s.wrapping_add(seq::SEQ_ONE_GP)
+            };
+        }
+        seq::snap(s)
+    }
+
+    /// Has `target` been reached? On `true`, orders the caller's later memory
+    /// accesses after the grace period (kernel: `poll_state_synchronize_rcu`).
+    pub(crate) fn is_done(&self, target: u64) -> bool {
+        if seq::done(self.seq.load(Ordering::Acquire), target) {
+            fence_seqcst();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Number of grace periods completed so far.
+    pub(crate) fn completed(&self) -> u64 {
+        self.seq.load(Ordering::Acquire) / seq::SEQ_ONE_GP
+    }
+
+    /// Block until `target` is reached, running grace periods on this thread
+    /// as needed (batched: see the module docs).
+    pub(crate) fn wait_for(&self, target: u64, readers: &ReadState) {
+        if self.is_done(target) {
+            return;
+        }
+        let _gp = self.gp_lock.lock();
+        // Someone else's grace period may have served us while we queued.
+        if !mutant("no_batching") && self.is_done(target) {
+            return;
+        }
+        self.run_gp(readers);
+        debug_assert!(seq::done(self.seq.load(Ordering::Relaxed), target));
+    }
+
+    /// Run one full grace period. The caller holds `gp_lock`.
+    fn run_gp(&self, readers: &ReadState) {
+        let s = self.seq.load(Ordering::Relaxed);
+        let running = seq::start(s);
+        self.seq.store(running, Ordering::Relaxed);
+        // Pairs with the readers' entry fences and with `snapshot`'s fence:
+        // everything the updaters did before reading `seq` is visible to any
+        // reader that enters after this point, and any reader that entered
+        // before it is visible to the scan.
+        heavy_fence(readers.light_fences());
+        readers.wait_for_readers();
+        // Orders every access of the readers we waited for before the end of
+        // the grace period, and so before whatever our callers free next.
+        heavy_fence(readers.light_fences());
+        self.seq.store(seq::end(running), Ordering::Release);
+    }
+
+    /// Make sure a grace period reaching `target` will run without anyone
+    /// blocking on it: hand the request to the engine thread, starting it if
+    /// needed.
+    pub(crate) fn request(&self, target: u64, spawn: impl FnOnce() -> JoinHandle<()>) {
+        let mut e = self.engine.lock();
+        if e.stop {
+            return;
+        }
+        if seq::before(e.needed, target) {
+            e.needed = target;
+        }
+        if e.thread.is_none() {
+            e.thread = Some(spawn());
+        }
+        drop(e);
+        self.engine_cv.notify_one();
+    }
+
+    /// The engine thread's loop: run grace periods while someone needs one.
+    pub(crate) fn engine_loop(&self, readers: &ReadState) {
+        loop {
+            let target = {
+                let mut e = self.engine.lock();
+                loop {
+                    if e.stop {
+                        return;
+                    }
+                    if !seq::done(self.seq.load(Ordering::Acquire), e.needed) {
+                        break e.needed;
+                    }
+                    self.engine_cv.wait(&mut e);
+                }
+            };
+            self.wait_for(target, readers);
+        }
+    }
+
+    /// Stop the engine thread (if any) and wait for it. Called once, when the
+    /// last handle of the domain is dropped.
+    pub(crate) fn shutdown(&self) {
+        let thread = {
+            let mut e = self.engine.lock();
+            e.stop = true;
+            e.thread.take()
+        };
+        self.engine_cv.notify_all();
+        if let Some(t) = thread {
+            // The engine never panics on its own; if it did, surface it here.
+            if t.join().is_err() {
+                panic!("rcu_offload: the grace-period engine thread panicked");
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Userspace RCU (read-copy-update) for Rust, built the way the Linux kernel's
+//! no-CBs RCU is built.
+//!
+//! Readers enter a read-side section with [`Rcu::read`], which costs about a
+//! nanosecond and never blocks. Updaters unpublish data and then wait for a
+//! *grace period* — [`Rcu::synchronize`], or the polled
+//! [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader can still
+//! hold the old data, so it may be freed.
+//!
+//! # Layout
+//!
+//! | module | mechanism | loom models |
+//! |---|---|---|
+//! | `sync` | the facade: std/parking_lot or loom primitives, the asymmetric fence pair | — |
+//! | `membarrier` | `membarrier(2)` detection and the heavy fence | (modelled as `SeqCst` fences) |
+//! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers`, `reader_registers_and_exits_during_gp` |
+//! | `seq` | kernel-style grace-period sequence numbers | unit tests |
+//! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early` |
+//! | `domain` | the public [`Rcu`] handle, [`Builder`], [`global`] | `domain_drop_joins_engine` |
+//!
+//! # Memory model
+//!
+//! Readers on Linux use only compiler fences; the grace-period side uses
+//! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` to force a full barrier on
+//! every running thread of the process (as liburcu's memb flavour and folly's
+//! asymmetric fences do). Where membarrier is unavailable, readers fall back
+//! to full fences, decided once when a domain is built.
+//!
+//! # Example
+//!
+//! ```
+//! use rcu_offload::Rcu;
+//!
+//! let rcu = Rcu::new();
+//! let guard = rcu.read();
+//! let cookie = rcu.start_poll();
+//! assert!(!rcu.poll(cookie)); // we are still reading
+//! drop(guard);
+//! rcu.cond_synchronize(cookie);
+//! assert!(rcu.poll(cookie));
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod domain;
+mod gp;
+#[cfg(not(loom))]
+mod membarrier;
+mod reader;
+mod seq;
+mod sync;
+
+#[cfg(not(loom))]
+pub use domain::global;
+pub use domain::{
+    Builder, ConfigError, GpCookie, Rcu, MAX_GP_SPIN_LIMIT, MAX_THREAD_NAME_PREFIX,
+};
+pub use reader::ReadGuard;

@@ -1,0 +1,433 @@
+//! The read side: per-thread reader records, their registry, read-side guards,
+//! and the grace-period side's wait for pre-existing readers.
+//!
+//! # The scheme
+//!
+//! This is the counter-flip scheme of liburcu's "memb" flavour, written anew.
+//! Each domain has a global word `gp_ctr = phase | 1`. Each thread that reads a
+//! domain owns a *reader record* holding one word, `ctr`:
+//!
+//! * `0`: the thread is not in a read-side section of this domain;
+//! * `phase | nesting`: it is, `nesting` sections deep, and it entered the
+//!   outermost one after reading `phase` from `gp_ctr`.
+//!
+//! Outermost entry copies `gp_ctr` into `ctr` and executes [`reader_fence`];
+//! nested entry only increments `ctr` (it is the thread's own word, so a plain
+//! load and store suffice). Outermost exit executes [`reader_fence`], stores
+//! `0`, fences again, and wakes the grace-period side if it is asleep.
+//!
+//! A grace period, holding the domain's GP lock, waits in two phases: first for
+//! every reader whose phase differs from the current one (stragglers that read
+//! `gp_ctr` before the previous flip but published it late), then flips the
+//! phase and waits for every reader still showing the old phase. A single wait
+//! is not enough: a reader that loaded `gp_ctr` just before a flip and stored it
+//! just after the scan would carry a phase that the *next* grace period's flip
+//! makes look current again. The loom model `publish_retire_two_rounds` catches
+//! exactly that when the first wait is removed (mutant `single_wait`).
+//!
+//! # Invariant
+//!
+//! When [`ReadState::wait_for_readers`] returns, every read-side section that
+//! was running when the caller executed its preceding [`heavy_fence`] has
+//! ended, and the caller's following [`heavy_fence`] orders all memory accesses
+//! of those sections before everything the caller does next. This rests on the
+//! store-buffering pairing of the reader's fence with the heavy fence (see
+//! `sync.rs`) and on the record being in the registry before its thread's
+//! first `ctr` store (registration happens under the registry lock, before the
+//! first read-side section).
+//!
+//! Checked by the loom models `publish_retire`, `publish_retire_two_rounds`,
+//! `nested_readers` and `reader_registers_and_exits_during_gp`
+//! (loom-tests/tests/read_side.rs).
+//!
+//! # Records and thread exit
+//!
+//! A record is shared by its thread (through a thread-local slot) and by the
+//! domain's registry, each holding an `Arc`. At thread exit the slot drops its
+//! `Arc`; the next grace-period scan prunes records nobody else holds. A
+//! grace period that is waiting on a record holds its own `Arc`, so a thread
+//! may exit at any time. Records are cache-line padded so that readers of
+//! different threads never share a line.
+//!
+//! A thread reading after its thread-locals were destroyed (from another
+//! thread-local's destructor) gets a *transient* record, registered for the
+//! length of that one section and released at its exit.
+
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::{Arc, Weak};
+
+use crate::sync::{
+    fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_fence, spin_hint, AtomicBool,
+    AtomicUsize, Condvar, Mutex, Ordering,
+};
+
+/// One level of nesting in a reader's `ctr`.
+const NEST_COUNT: usize = 1;
+/// The phase bit; everything below it counts nesting.
+const PHASE: usize = 1 << (usize::BITS / 2);
+/// The nesting part of a `ctr` word.
+const NEST_MASK: usize = PHASE - 1;
+
+/// A thread's reader state for one domain, alone on its cache line(s) so that
+/// readers of different threads never share one (128 bytes: adjacent-line
+/// prefetch pairs lines on x86).
+#[repr(align(128))]
+pub(crate) struct Record {
+    /// `0`, or `phase | nesting`; written only by the owning thread.
+    ctr: AtomicUsize,
+    /// Registered for one section only (see the module docs).
+    transient: bool,
+}
+
+type RecordRef = Arc<Record>;
+
+impl Record {
+    fn new_ref(transient: bool) -> RecordRef {
+        Arc::new(Record {
+            ctr: AtomicUsize::new(0),
+            transient,
+        })
+    }
+}
+
+/// The reader records of one domain.
+pub(crate) struct Registry {
+    records: Mutex<Vec<RecordRef>>,
+}
+
+/// Domain-wide read-side state. Readers touch only the first four fields,
+/// which change at most once per grace period.
+pub(crate) struct ReadState {
+    /// Process-unique domain id; the thread-local cache is keyed by it.
+    id: u64,
+    /// `phase | 1`; flipped only by the GP-lock holder.
+    gp_ctr: AtomicUsize,
+    /// Readers use compiler fences only (membarrier in use).
+    light: bool,
+    /// The grace-period side is asleep (or about to be) waiting for readers.
+    gp_waiting: AtomicBool,
+    registry: Arc<Registry>,
+    wake_lock: Mutex<()>,
+    wake_cv: Condvar,
+    /// Iterations to spin before sleeping while waiting for readers.
+    spin_limit: u32,
+}
+
+/// Tells whether a reader whose word is `ctr` must still be waited for, given
+/// the domain's current `gp_ctr`.
+#[inline]
+fn is_old(ctr: usize, cur: usize) -> bool {
+    ctr & NEST_MASK != 0 && (ctr ^ cur) & PHASE != 0
+}
+
+impl ReadState {
+    pub(crate) fn new(light: bool, spin_limit: u32) -> Self {
+        // Domain ids are not part of any modelled protocol: a plain std atomic.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ReadState {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            gp_ctr: AtomicUsize::new(NEST_COUNT),
+            light,
+            gp_waiting: AtomicBool::new(false),
+            registry: Arc::new(Registry {
+                records: Mutex::new(Vec::new()),
+            }),
+            wake_lock: Mutex::new(()),
+            wake_cv: Condvar::new(),
+            spin_limit,
+        }
+    }
+
+    /// Whether this domain's readers run with compiler fences only.
+    pub(crate) fn light_fences(&self) -> bool {
+        self.light
+    }
+
+    /// Process-unique id of the domain.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Enter a read-side section on the calling thread.
+    #[inline]
+    pub(crate) fn enter(&self) -> ReadGuard<'_> {
+        let rec = current_record(self);
+        // SAFETY: `current_record` returns a record owned by this thread's
+        // slot (alive until thread exit, longer if a section is open then; see
+        // `Slots::drop`) or a transient record kept alive until its section
+        // ends. Only this thread writes its `ctr`.
+        let r = unsafe { rec.as_ref() };
+        let c = r.ctr.load(Ordering::Relaxed);
+        if c & NEST_MASK == 0 {
+            r.ctr
+                .store(self.gp_ctr.load(Ordering::Relaxed), Ordering::Relaxed);
+            reader_fence(self.light);
+            if mutant("register_late") {
+                self.register(r);
+            }
+        } else {
+            debug_assert!(c & NEST_MASK != NEST_MASK, "read-side nesting overflow");
+            r.ctr.store(c + NEST_COUNT, Ordering::Relaxed);
+        }
+        ReadGuard {
+            state: self,
+            rec,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Leave one level of read-side section.
+    #[inline]
+    fn exit(&self, rec: NonNull<Record>) {
+        // SAFETY: as in `enter`: the record outlives the guard being dropped.
+        let r = unsafe { rec.as_ref() };
+        let c = r.ctr.load(Ordering::Relaxed);
+        if c & NEST_MASK == NEST_COUNT || mutant("nest_clear") {
+            reader_fence(self.light);
+            r.ctr.store(0, Ordering::Release);
+            reader_fence(self.light);
+            if self.gp_waiting.load(Ordering::Relaxed) && !mutant("no_wake") {
+                self.wake_gp();
+            }
+            if r.transient {
+                release_transient(rec);
+            }
+        } else {
+            r.ctr.store(c - NEST_COUNT, Ordering::Relaxed);
+        }
+    }
+
+    #[cold]
+    fn wake_gp(&self) {
+        let _g = self.wake_lock.lock();
+        self.gp_waiting.store(false, Ordering::Relaxed);
+        self.wake_cv.notify_all();
+    }
+
+    /// Nesting depth of the calling thread's read-side section in this domain
+    /// (0 if none). Never registers anything.
+    pub(crate) fn current_nesting(&self) -> usize {
+        let cached = CACHE.with(|c| c.get());
+        let rec = if cached.0 == self.id {
+            NonNull::new(cached.1 as *mut Record)
+        } else {
+            SLOTS
+                .try_with(|s| {
+                    s.0.borrow()
+                        .iter()
+                        .find(|slot| slot.domain == self.id)
+                        .map(|slot| NonNull::from(&*slot.rec))
+                })
+                .ok()
+                .flatten()
+        };
+        // SAFETY: records found through this thread's slot or cache are alive
+        // (see `enter`).
+        rec.map_or(0, |r| unsafe { r.as_ref() }.ctr.load(Ordering::Relaxed) & NEST_MASK)
+    }
+
+    fn register(&self, r: &Record) {
+        let slots_rec = SLOTS.with(|s| {
+            s.0.borrow()
+                .iter()
+                .find(|slot| std::ptr::eq(&*slot.rec, r))
+                .map(|slot| slot.rec.clone())
+        });
+        if let Some(rec) = slots_rec {
+            self.registry.records.lock().push(rec);
+        }
+    }
+
+    /// Wait until every reader that was inside a read-side section when the
+    /// caller last executed [`heavy_fence`] has left it.
+    ///
+    /// The caller holds the domain's GP lock (only it flips `gp_ctr`) and
+    /// executes [`heavy_fence`] before and after; see the module docs.
+    pub(crate) fn wait_for_readers(&self) {
+        if !mutant("single_wait") {
+            self.wait_phase();
+        }
+        // Finish the first wait before flipping (progress, as in liburcu: a
+        // reader that re-enters after the flip must not be taken for old).
+        fence_seqcst();
+        let cur = self.gp_ctr.load(Ordering::Relaxed);
+        self.gp_ctr.store(cur ^ PHASE, Ordering::Relaxed);
+        fence_seqcst();
+        self.wait_phase();
+    }
+
+    /// Wait for every registered reader whose phase differs from `gp_ctr`'s.
+    fn wait_phase(&self) {
+        let cur = self.gp_ctr.load(Ordering::Relaxed);
+        let mut waiting: Vec<RecordRef> = {
+            let mut records = self.registry.records.lock();
+            // Prune records whose thread has exited: nobody else holds them,
+            // so nobody can ever enter a section through them again.
+            records.retain(|r| Arc::strong_count(r) > 1);
+            records
+                .iter()
+                .filter(|r| is_old(r.ctr.load(Ordering::Relaxed), cur))
+                .cloned()
+                .collect()
+        };
+        let mut spins = 0;
+        loop {
+            waiting.retain(|r| is_old(r.ctr.load(Ordering::Relaxed), cur));
+            if waiting.is_empty() {
+                return;
+            }
+            if spins < self.spin_limit {
+                spins += 1;
+                spin_hint();
+                continue;
+            }
+            // Sleep until a reader leaves. Announce the sleep, then fence so
+            // that either the leaving reader sees `gp_waiting` or we see its
+            // `ctr == 0` (store buffering, the same pairing as entry).
+            self.gp_waiting.store(true, Ordering::Relaxed);
+            heavy_fence(self.light);
+            waiting.retain(|r| is_old(r.ctr.load(Ordering::Relaxed), cur));
+            if waiting.is_empty() {
+                self.gp_waiting.store(false, Ordering::Relaxed);
+                return;
+            }
+            let mut g = self.wake_lock.lock();
+            while self.gp_waiting.load(Ordering::Relaxed) {
+                self.wake_cv.wait(&mut g);
+            }
+        }
+    }
+}
+
+/// A read-side critical section of one [`Rcu`](crate::Rcu) domain.
+///
+/// Created by [`Rcu::read`](crate::Rcu::read); the section ends when the guard
+/// is dropped. While any guard of a domain is alive on a thread, no grace
+/// period of that domain can complete, so data reached through an
+/// RCU-protected pointer of the domain stays valid.
+///
+/// Guards nest freely and may be dropped in any order. A guard is `!Send` and
+/// `!Sync`: a read-side section belongs to the thread that opened it.
+pub struct ReadGuard<'a> {
+    state: &'a ReadState,
+    rec: NonNull<Record>,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Drop for ReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.state.exit(self.rec);
+    }
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadGuard")
+            .field("domain", &self.state.id)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Thread-local slots.
+
+/// One domain's record as seen from its thread.
+struct Slot {
+    domain: u64,
+    registry: Weak<Registry>,
+    rec: RecordRef,
+}
+
+/// The calling thread's records, one per domain it has read. Dropped at
+/// thread exit.
+struct Slots(RefCell<Vec<Slot>>);
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        // The cache has no destructor, so it is still accessible; if the
+        // platform disagrees, nobody can reach the cache any more either.
+        let _ = CACHE.try_with(|c| c.set((0, std::ptr::null())));
+        for slot in self.0.get_mut().drain(..) {
+            if slot.rec.ctr.load(Ordering::Relaxed) & NEST_MASK != 0 {
+                // A guard is still alive (held by another thread-local being
+                // destroyed): keep the record alive and registered forever, so
+                // that guard can still end its section. One small leak per
+                // such thread, instead of a dangling pointer.
+                std::mem::forget(slot.rec);
+            }
+            // Otherwise dropping our `Arc` lets the next scan prune it.
+        }
+    }
+}
+
+rcu_thread_local! {
+    /// (domain id, record) of the domain this thread read last: the fast path.
+    static CACHE: Cell<(u64, *const Record)> = Cell::new((0, std::ptr::null()));
+}
+rcu_thread_local! {
+    static SLOTS: Slots = Slots(RefCell::new(Vec::new()));
+}
+
+/// The calling thread's record for `st`'s domain, registering one on first use.
+#[inline(always)]
+fn current_record(st: &ReadState) -> NonNull<Record> {
+    let (id, p) = CACHE.with(|c| c.get());
+    if id == st.id {
+        // SAFETY: the cache holds a non-null pointer whenever its id is a real
+        // (non-zero) domain id, and domain ids are never 0.
+        return unsafe { NonNull::new_unchecked(p as *mut Record) };
+    }
+    current_record_slow(st)
+}
+
+#[cold]
+#[inline(never)]
+fn current_record_slow(st: &ReadState) -> NonNull<Record> {
+    let found = SLOTS.try_with(|slots| {
+        let mut slots = slots.0.borrow_mut();
+        // Forget records of domains that no longer exist.
+        slots.retain(|s| s.registry.strong_count() > 0);
+        let rec = match slots.iter().find(|s| s.domain == st.id) {
+            Some(s) => NonNull::from(&*s.rec),
+            None => {
+                let rec = Record::new_ref(false);
+                if !mutant("register_late") {
+                    st.registry.records.lock().push(rec.clone());
+                }
+                let p = NonNull::from(&*rec);
+                slots.push(Slot {
+                    domain: st.id,
+                    registry: Arc::downgrade(&st.registry),
+                    rec,
+                });
+                p
+            }
+        };
+        CACHE.with(|c| c.set((st.id, rec.as_ptr())));
+        rec
+    });
+    match found {
+        Ok(p) => p,
+        Err(_) => transient_record(st),
+    }
+}
+
+/// A record for a thread whose thread-locals are gone: registered now, released
+/// when its (single) section ends.
+fn transient_record(st: &ReadState) -> NonNull<Record> {
+    let rec = Record::new_ref(true);
+    st.registry.records.lock().push(rec.clone());
+    let raw = Arc::into_raw(rec);
+    // SAFETY: `Arc::into_raw` never returns null.
+    unsafe { NonNull::new_unchecked(raw as *mut Record) }
+}
+
+fn release_transient(rec: NonNull<Record>) {
+    // SAFETY: transient records are created only by `transient_record`, which
+    // leaked exactly one `Arc` through `into_raw` with this pointer; this runs
+    // once, at the end of the record's only section.
+    drop(unsafe { Arc::from_raw(rec.as_ptr() as *const Record) });
+}

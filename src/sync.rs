@@ -1,0 +1,232 @@
+//! The sync facade: the one place in `src/` that chooses between the real
+//! primitives (std, parking_lot) and loom's model-checked doubles.
+//!
+//! Every other module imports atomics, locks, condition variables, threads,
+//! thread-locals, fences and the clock from here, so that a `--cfg loom` build
+//! swaps all of them at once and nothing in the protocols can bypass the model.
+//!
+//! Two fences matter to RCU and are named for their role rather than their
+//! implementation:
+//!
+//! * [`reader_fence`] is what a reader executes on the outermost entry and exit
+//!   of a read-side section. In a real build with `membarrier(2)` available it
+//!   is only a compiler fence; without it, a full `SeqCst` fence.
+//! * [`heavy_fence`] is what the grace-period side executes to pair with it:
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which forces a full barrier
+//!   on every running thread of the process, or a plain `SeqCst` fence in
+//!   fallback mode.
+//!
+//! Under loom both are `fence(SeqCst)`: loom cannot model membarrier, and the
+//! pair of `SeqCst` fences gives exactly the store-buffering guarantee that the
+//! asymmetric pair gives on hardware (DESIGN.md, "Under loom both sides are
+//! modelled as `SeqCst` fences").
+//!
+//! Mutants: under `cfg(loom)` only, [`mutant`] reports whether the environment
+//! variable `RCU_LOOM_MUTANT` names a deliberately broken variant of a protocol.
+//! Production builds compile every `mutant(..)` check to `false`, so broken
+//! variants do not exist outside the model checker. `loom-tests/README.md`
+//! lists the mutants and which model catches each.
+
+#[cfg(not(loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    pub(crate) use std::thread::JoinHandle;
+
+    /// Spawn a named worker thread, panicking with a clear message if the OS
+    /// refuses to create it.
+    pub(crate) fn spawn_named<F>(name: String, f: F) -> JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(f)
+            .unwrap_or_else(|e| panic!("rcu_offload: cannot spawn worker thread {name:?}: {e}"))
+    }
+
+    /// A mutex with parking_lot's interface (no poisoning: a panic while
+    /// holding one of our locks is a bug in this crate, never user code, since
+    /// no user code runs under them).
+    pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
+    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+    /// A condition variable paired with [`Mutex`].
+    #[derive(Default)]
+    pub(crate) struct Condvar(parking_lot::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(parking_lot::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            self.0.wait(guard);
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+    }
+
+    /// Hint to the CPU that we are spinning.
+    #[inline]
+    pub(crate) fn spin_hint() {
+        std::hint::spin_loop();
+    }
+
+    /// `thread_local!` with const initialisation in real builds.
+    macro_rules! rcu_thread_local {
+        ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+            std::thread_local! {
+                $(#[$attr])* static $name: $t = const { $init };
+            }
+        };
+    }
+    pub(crate) use rcu_thread_local;
+}
+
+#[cfg(loom)]
+mod imp {
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    pub(crate) use loom::thread::JoinHandle;
+
+    /// loom's mutex behind parking_lot's interface.
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(loom::sync::Mutex::new(v))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    /// loom's condition variable behind parking_lot's interface.
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            // loom's wait consumes the guard; parking_lot's borrows it. Swap the
+            // guard out through a raw read/write pair, which is sound because
+            // `wait` always hands a guard of the same mutex back (or panics, in
+            // which case loom aborts the whole execution).
+            // SAFETY: `guard` is valid for reads and writes; between the read
+            // and the write nothing else observes `*guard`, and the value read
+            // is consumed exactly once by `wait`, whose result is written back.
+            unsafe {
+                let g = std::ptr::read(guard);
+                let g = self.0.wait(g).unwrap();
+                std::ptr::write(guard, g);
+            }
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+    }
+
+    /// In a model a spin loop must yield, or loom reports "maximum number of
+    /// branches" instead of exploring the other threads.
+    #[inline]
+    pub(crate) fn spin_hint() {
+        loom::thread::yield_now();
+    }
+
+    pub(crate) fn spawn_named<F>(_name: String, f: F) -> JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        loom::thread::spawn(f)
+    }
+
+    macro_rules! rcu_thread_local {
+        ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+            loom::thread_local! {
+                $(#[$attr])* static $name: $t = $init;
+            }
+        };
+    }
+    pub(crate) use rcu_thread_local;
+}
+
+pub(crate) use imp::*;
+
+/// Atomic orderings and compiler fences are the same types in both worlds.
+pub(crate) use std::sync::atomic::Ordering;
+
+/// A full memory fence as the model checker understands it.
+#[inline]
+pub(crate) fn fence_seqcst() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// The reader's half of the asymmetric fence pair; see the module docs.
+///
+/// `light` is the domain's choice made at construction: `true` when the grace
+/// period side uses `membarrier(2)`, so the reader needs only a compiler fence.
+#[inline(always)]
+pub(crate) fn reader_fence(light: bool) {
+    #[cfg(loom)]
+    {
+        let _ = light;
+        if !mutant("no_reader_fence") {
+            loom::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+    #[cfg(not(loom))]
+    {
+        if light {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+}
+
+/// The grace-period side's half of the asymmetric fence pair.
+#[inline]
+pub(crate) fn heavy_fence(membarrier: bool) {
+    #[cfg(loom)]
+    {
+        let _ = membarrier;
+        loom::sync::atomic::fence(Ordering::SeqCst);
+    }
+    #[cfg(not(loom))]
+    {
+        if membarrier {
+            crate::membarrier::private_expedited();
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+}
+
+/// Is the deliberately broken variant `name` selected? Always `false` outside
+/// loom builds. Under loom, `RCU_LOOM_MUTANT` holds one mutant name.
+#[cfg(loom)]
+pub(crate) fn mutant(name: &str) -> bool {
+    static SELECTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SELECTED
+        .get_or_init(|| std::env::var("RCU_LOOM_MUTANT").ok())
+        .as_deref()
+        == Some(name)
+}
+
+/// Is the deliberately broken variant `name` selected? Always `false` outside
+/// loom builds.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) const fn mutant(_name: &str) -> bool {
+    false
+}
