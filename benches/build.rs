@@ -64,7 +64,10 @@ fn main() {
         .chain(standard_lib_dirs(&arch))
         .collect();
 
-    let header = include_dirs.iter().map(|d| d.join(HEADER)).find(|p| p.is_file());
+    let header = include_dirs
+        .iter()
+        .map(|d| d.join(HEADER))
+        .find(|p| p.is_file());
     let library = lib_dirs.iter().find_map(|d| {
         ["liburcu-memb.so", "liburcu-memb.a"]
             .iter()
@@ -81,9 +84,8 @@ fn main() {
             }
         }
         println!(
-            "cargo::warning=liburcu-dev not found ({HEADER} / lib{}): \
-             building benchmarks without the liburcu peer",
-            PKG.trim_start_matches("lib")
+            "cargo::warning=liburcu-dev not found (need {HEADER} and {PKG}): \
+             building benchmarks without the liburcu peer"
         );
         return;
     };
@@ -126,7 +128,11 @@ fn main() {
     // liburcu-memb first (it uses liburcu-common when linked statically),
     // then whatever else pkg-config listed, then pthread.
     let mut libs = vec!["urcu-memb".to_owned()];
-    for lib in probe.libs.into_iter().chain(["urcu-common".to_owned(), "pthread".to_owned()]) {
+    for lib in probe
+        .libs
+        .into_iter()
+        .chain(["urcu-common".to_owned(), "pthread".to_owned()])
+    {
         if !libs.contains(&lib) {
             libs.push(lib);
         }

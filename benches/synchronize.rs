@@ -44,7 +44,9 @@ impl RustReader {
 
     fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().expect("rcu-offload reader thread panicked")
+        self.handle
+            .join()
+            .expect("rcu-offload reader thread panicked")
     }
 }
 

@@ -110,12 +110,13 @@ impl GpState {
     /// Block until `target` is reached, running grace periods on this thread
     /// as needed (batched: see the module docs).
     pub(crate) fn wait_for(&self, target: u64, readers: &ReadState) {
-        if self.is_done(target) {
+        let batching = !mutant("no_batching");
+        if batching && self.is_done(target) {
             return;
         }
         let _gp = self.gp_lock.lock();
         // Someone else's grace period may have served us while we queued.
-        if !mutant("no_batching") && self.is_done(target) {
+        if batching && self.is_done(target) {
             return;
         }
         self.run_gp(readers);
@@ -154,7 +155,9 @@ impl GpState {
             e.thread = Some(spawn());
         }
         drop(e);
-        self.engine_cv.notify_one();
+        if !mutant("engine_no_notify") {
+            self.engine_cv.notify_one();
+        }
     }
 
     /// The engine thread's loop: run grace periods while someone needs one.
@@ -184,7 +187,9 @@ impl GpState {
             e.stop = true;
             e.thread.take()
         };
-        self.engine_cv.notify_all();
+        if !mutant("shutdown_no_notify") {
+            self.engine_cv.notify_all();
+        }
         if let Some(t) = thread {
             // The engine never panics on its own; if it did, surface it here.
             if t.join().is_err() {

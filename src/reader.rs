@@ -164,9 +164,6 @@ impl ReadState {
             r.ctr
                 .store(self.gp_ctr.load(Ordering::Relaxed), Ordering::Relaxed);
             reader_fence(self.light);
-            if mutant("register_late") {
-                self.register(r);
-            }
         } else {
             debug_assert!(c & NEST_MASK != NEST_MASK, "read-side nesting overflow");
             r.ctr.store(c + NEST_COUNT, Ordering::Relaxed);
@@ -190,6 +187,11 @@ impl ReadState {
             reader_fence(self.light);
             if self.gp_waiting.load(Ordering::Relaxed) && !mutant("no_wake") {
                 self.wake_gp();
+            }
+            if mutant("register_late") {
+                // Broken variant: the record joins the registry only after its
+                // thread's first section, which grace periods cannot see.
+                self.register(r);
             }
             if r.transient {
                 release_transient(rec);
@@ -228,6 +230,8 @@ impl ReadState {
         rec.map_or(0, |r| unsafe { r.as_ref() }.ctr.load(Ordering::Relaxed) & NEST_MASK)
     }
 
+    /// Add `r` (this thread's record) to the registry unless it is there.
+    /// Only the `register_late` mutant needs this.
     fn register(&self, r: &Record) {
         let slots_rec = SLOTS.with(|s| {
             s.0.borrow()
@@ -236,7 +240,10 @@ impl ReadState {
                 .map(|slot| slot.rec.clone())
         });
         if let Some(rec) = slots_rec {
-            self.registry.records.lock().push(rec);
+            let mut records = self.registry.records.lock();
+            if !records.iter().any(|x| Arc::ptr_eq(x, &rec)) {
+                records.push(rec);
+            }
         }
     }
 

@@ -19,12 +19,13 @@ pub fn liburcu_available() -> bool {
     cfg!(have_liburcu)
 }
 
-/// Prints [`LIBURCU_MISSING_NOTICE`] to stderr when the liburcu peer is not
-/// available; returns [`liburcu_available()`].
+/// Returns [`liburcu_available()`]; when the peer is missing, also prints
+/// [`LIBURCU_MISSING_NOTICE`] to stderr (once per process).
 pub fn check_liburcu() -> bool {
+    static NOTICE: std::sync::Once = std::sync::Once::new();
     let available = liburcu_available();
     if !available {
-        eprintln!("{LIBURCU_MISSING_NOTICE}");
+        NOTICE.call_once(|| eprintln!("{LIBURCU_MISSING_NOTICE}"));
     }
     available
 }

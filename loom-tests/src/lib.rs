@@ -1,1 +1,81 @@
-//! loom models live in `tests/`; see the README in this directory.
+//! Shared scaffolding for the loom models in `tests/`.
+//!
+//! The models only compile under `RUSTFLAGS="--cfg loom"`; see README.md in
+//! this directory for how to run them and for the mutants each one catches.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+
+/// The value a retired object holds once its updater "freed" it.
+pub const POISON: usize = 0xdead;
+
+/// A tiny RCU-protected "pointer": `cur` selects one of `objs`, each of which
+/// holds a live value until its updater poisons it after a grace period.
+pub struct Objects {
+    cur: AtomicUsize,
+    objs: Vec<AtomicUsize>,
+}
+
+impl Objects {
+    /// `n` live objects, object 0 published.
+    pub fn new(n: usize) -> Self {
+        Objects {
+            cur: AtomicUsize::new(0),
+            objs: (0..n).map(|i| AtomicUsize::new(100 + i)).collect(),
+        }
+    }
+
+    /// Reader side: dereference the published object (as `rcu_dereference`).
+    pub fn current(&self) -> usize {
+        self.cur.load(Ordering::Acquire)
+    }
+
+    /// Reader side: the value of object `i`; relaxed, so only RCU orders it.
+    pub fn value(&self, i: usize) -> usize {
+        self.objs[i].load(Ordering::Relaxed)
+    }
+
+    /// Reader side: assert object `i` was not freed under us.
+    pub fn check(&self, i: usize) {
+        assert_ne!(self.value(i), POISON, "reader saw object {i} after it was freed");
+    }
+
+    /// Updater side: publish object `i`, returning the old one (as
+    /// `rcu_assign_pointer`).
+    pub fn publish(&self, i: usize) -> usize {
+        self.cur.swap(i, Ordering::AcqRel)
+    }
+
+    /// Updater side: "free" object `i`; relaxed, so only RCU orders it.
+    pub fn poison(&self, i: usize) {
+        self.objs[i].store(POISON, Ordering::Relaxed);
+    }
+}
+
+/// Run `f` under loom, exhaustively up to `bound` preemptions unless
+/// `LOOM_MAX_PREEMPTIONS` overrides it. Never sets `max_duration` or
+/// `max_permutations`, so a passing run was exhaustive within the bound.
+pub fn model<F>(bound: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(bound);
+    }
+    let bound = b.preemption_bound;
+    let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
+    let counter = runs.clone();
+    let start = std::time::Instant::now();
+    b.check(move || {
+        counter.fetch_add(1, StdOrdering::Relaxed);
+        f()
+    });
+    eprintln!(
+        "loom: {} executions at preemption bound {:?} in {:.2?}",
+        runs.load(StdOrdering::Relaxed),
+        bound,
+        start.elapsed()
+    );
+}
