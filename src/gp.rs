@@ -34,8 +34,7 @@
 use crate::reader::ReadState;
 use crate::seq;
 use crate::sync::{
-    fence_seqcst, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex,
-    Ordering,
+    fence_seqcst, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex, Ordering,
 };
 
 /// Engine-thread bookkeeping, under [`GpState::engine`].
@@ -133,10 +132,12 @@ impl GpState {
         // reader that enters after this point, and any reader that entered
         // before it is visible to the scan.
         heavy_fence(readers.light_fences());
-        readers.wait_for_readers();
-        // Orders every access of the readers we waited for before the end of
-        // the grace period, and so before whatever our callers free next.
-        heavy_fence(readers.light_fences());
+        if readers.wait_for_readers() {
+            // Orders every access of the readers we waited for before the end
+            // of the grace period, and so before whatever our callers free
+            // next. Not needed when no thread had ever registered as a reader.
+            heavy_fence(readers.light_fences());
+        }
         self.seq.store(seq::end(running), Ordering::Release);
     }
 

@@ -52,7 +52,5 @@ mod sync;
 
 #[cfg(not(loom))]
 pub use domain::global;
-pub use domain::{
-    Builder, ConfigError, GpCookie, Rcu, MAX_GP_SPIN_LIMIT, MAX_THREAD_NAME_PREFIX,
-};
+pub use domain::{Builder, ConfigError, GpCookie, Rcu, MAX_GP_SPIN_LIMIT, MAX_THREAD_NAME_PREFIX};
 pub use reader::ReadGuard;

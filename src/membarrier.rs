@@ -27,7 +27,14 @@ const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
 fn membarrier(cmd: libc::c_int) -> libc::c_long {
     // SAFETY: membarrier takes (int cmd, unsigned int flags, int cpu_id); it
     // reads no user memory, so any command value is memory-safe.
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        )
+    }
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -13,8 +13,8 @@
 //!
 //! Outermost entry copies `gp_ctr` into `ctr` and executes [`reader_fence`];
 //! nested entry only increments `ctr` (it is the thread's own word, so a plain
-//! load and store suffice). Outermost exit executes [`reader_fence`], stores
-//! `0`, fences again, and wakes the grace-period side if it is asleep.
+//! load and store suffice). Outermost exit ([`reader_exit_store`]) fences,
+//! stores `0`, fences again, and wakes the grace-period side if it is asleep.
 //!
 //! A grace period, holding the domain's GP lock, waits in two phases: first for
 //! every reader whose phase differs from the current one (stragglers that read
@@ -59,8 +59,8 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use crate::sync::{
-    fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_fence, spin_hint, AtomicBool,
-    AtomicUsize, Condvar, Mutex, Ordering,
+    fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_exit_store, reader_fence,
+    spin_hint, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
 };
 
 /// One level of nesting in a reader's `ctr`.
@@ -69,16 +69,18 @@ const NEST_COUNT: usize = 1;
 const PHASE: usize = 1 << (usize::BITS / 2);
 /// The nesting part of a `ctr` word.
 const NEST_MASK: usize = PHASE - 1;
+/// Marks the `ctr` of a transient record (see the module docs); kept in the
+/// word the reader loads anyway, so the hot path pays no extra load for it.
+const TRANSIENT: usize = PHASE << 1;
 
 /// A thread's reader state for one domain, alone on its cache line(s) so that
 /// readers of different threads never share one (128 bytes: adjacent-line
 /// prefetch pairs lines on x86).
 #[repr(align(128))]
 pub(crate) struct Record {
-    /// `0`, or `phase | nesting`; written only by the owning thread.
+    /// `0`, or `phase | nesting`, possibly with [`TRANSIENT`]; written only by
+    /// the owning thread.
     ctr: AtomicUsize,
-    /// Registered for one section only (see the module docs).
-    transient: bool,
 }
 
 type RecordRef = Arc<Record>;
@@ -86,8 +88,7 @@ type RecordRef = Arc<Record>;
 impl Record {
     fn new_ref(transient: bool) -> RecordRef {
         Arc::new(Record {
-            ctr: AtomicUsize::new(0),
-            transient,
+            ctr: AtomicUsize::new(if transient { TRANSIENT } else { 0 }),
         })
     }
 }
@@ -161,8 +162,9 @@ impl ReadState {
         let r = unsafe { rec.as_ref() };
         let c = r.ctr.load(Ordering::Relaxed);
         if c & NEST_MASK == 0 {
+            // `c` is 0, or TRANSIENT for a transient record.
             r.ctr
-                .store(self.gp_ctr.load(Ordering::Relaxed), Ordering::Relaxed);
+                .store(self.gp_ctr.load(Ordering::Relaxed) | c, Ordering::Relaxed);
             reader_fence(self.light);
         } else {
             debug_assert!(c & NEST_MASK != NEST_MASK, "read-side nesting overflow");
@@ -182,9 +184,7 @@ impl ReadState {
         let r = unsafe { rec.as_ref() };
         let c = r.ctr.load(Ordering::Relaxed);
         if c & NEST_MASK == NEST_COUNT || mutant("nest_clear") {
-            reader_fence(self.light);
-            r.ctr.store(0, Ordering::Release);
-            reader_fence(self.light);
+            reader_exit_store(self.light, &r.ctr);
             if self.gp_waiting.load(Ordering::Relaxed) && !mutant("no_wake") {
                 self.wake_gp();
             }
@@ -193,7 +193,7 @@ impl ReadState {
                 // thread's first section, which grace periods cannot see.
                 self.register(r);
             }
-            if r.transient {
+            if c & TRANSIENT != 0 {
                 release_transient(rec);
             }
         } else {
@@ -227,7 +227,9 @@ impl ReadState {
         };
         // SAFETY: records found through this thread's slot or cache are alive
         // (see `enter`).
-        rec.map_or(0, |r| unsafe { r.as_ref() }.ctr.load(Ordering::Relaxed) & NEST_MASK)
+        rec.map_or(0, |r| {
+            unsafe { r.as_ref() }.ctr.load(Ordering::Relaxed) & NEST_MASK
+        })
     }
 
     /// Add `r` (this thread's record) to the registry unless it is there.
@@ -251,8 +253,20 @@ impl ReadState {
     /// caller last executed [`heavy_fence`] has left it.
     ///
     /// The caller holds the domain's GP lock (only it flips `gp_ctr`) and
-    /// executes [`heavy_fence`] before and after; see the module docs.
-    pub(crate) fn wait_for_readers(&self) {
+    /// executes [`heavy_fence`] before and, if this returns `true`, after; see
+    /// the module docs. Returns `false` when no live thread has a record in
+    /// the registry: then no section can be running (a thread registers
+    /// before its first section, under the registry lock, so any later one
+    /// sees everything the caller did before this call), and there is nothing
+    /// to wait for or to order (liburcu takes the same shortcut).
+    pub(crate) fn wait_for_readers(&self) -> bool {
+        {
+            let mut records = self.registry.records.lock();
+            prune_exited(&mut records);
+            if records.is_empty() {
+                return false;
+            }
+        }
         if !mutant("single_wait") {
             self.wait_phase();
         }
@@ -263,6 +277,7 @@ impl ReadState {
         self.gp_ctr.store(cur ^ PHASE, Ordering::Relaxed);
         fence_seqcst();
         self.wait_phase();
+        true
     }
 
     /// Wait for every registered reader whose phase differs from `gp_ctr`'s.
@@ -270,9 +285,7 @@ impl ReadState {
         let cur = self.gp_ctr.load(Ordering::Relaxed);
         let mut waiting: Vec<RecordRef> = {
             let mut records = self.registry.records.lock();
-            // Prune records whose thread has exited: nobody else holds them,
-            // so nobody can ever enter a section through them again.
-            records.retain(|r| Arc::strong_count(r) > 1);
+            prune_exited(&mut records);
             records
                 .iter()
                 .filter(|r| is_old(r.ctr.load(Ordering::Relaxed), cur))
@@ -306,6 +319,12 @@ impl ReadState {
             }
         }
     }
+}
+
+/// Drop records whose thread has exited: nobody else holds them, so nobody
+/// can ever enter a section through them again.
+fn prune_exited(records: &mut Vec<RecordRef>) {
+    records.retain(|r| Arc::strong_count(r) > 1);
 }
 
 /// A read-side critical section of one [`Rcu`](crate::Rcu) domain.

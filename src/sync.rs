@@ -194,6 +194,33 @@ pub(crate) fn reader_fence(light: bool) {
     }
 }
 
+/// The reader's outermost exit: fence, clear `ctr`, fence (so that the
+/// following load of the domain's "GP waiting" flag pairs with the grace
+/// period's heavy fence). One test of `light` for the three steps.
+#[inline(always)]
+pub(crate) fn reader_exit_store(light: bool, ctr: &AtomicUsize) {
+    #[cfg(loom)]
+    {
+        let _ = light;
+        loom::sync::atomic::fence(Ordering::SeqCst);
+        ctr.store(0, Ordering::Release);
+        loom::sync::atomic::fence(Ordering::SeqCst);
+    }
+    #[cfg(not(loom))]
+    {
+        use std::sync::atomic::{compiler_fence, fence};
+        if light {
+            compiler_fence(Ordering::SeqCst);
+            ctr.store(0, Ordering::Release);
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+            ctr.store(0, Ordering::Release);
+            fence(Ordering::SeqCst);
+        }
+    }
+}
+
 /// The grace-period side's half of the asymmetric fence pair.
 #[inline]
 pub(crate) fn heavy_fence(membarrier: bool) {

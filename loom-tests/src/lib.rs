@@ -37,7 +37,11 @@ impl Objects {
 
     /// Reader side: assert object `i` was not freed under us.
     pub fn check(&self, i: usize) {
-        assert_ne!(self.value(i), POISON, "reader saw object {i} after it was freed");
+        assert_ne!(
+            self.value(i),
+            POISON,
+            "reader saw object {i} after it was freed"
+        );
     }
 
     /// Updater side: publish object `i`, returning the old one (as
@@ -52,17 +56,31 @@ impl Objects {
     }
 }
 
-/// Run `f` under loom, exhaustively up to `bound` preemptions unless
-/// `LOOM_MAX_PREEMPTIONS` overrides it. Never sets `max_duration` or
+/// How far a model explores.
+#[derive(Clone, Copy, Debug)]
+pub enum Bound {
+    /// Every interleaving: no preemption bound at all.
+    Exhaustive,
+    /// At most this many preemptions per execution, unless the environment
+    /// variable `LOOM_MAX_PREEMPTIONS` says otherwise (CI sets it).
+    Preemptions(usize),
+}
+
+/// Run `f` under loom within `bound`. Never sets `max_duration` or
 /// `max_permutations`, so a passing run was exhaustive within the bound.
-pub fn model<F>(bound: usize, f: F)
+pub fn model<F>(bound: Bound, f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
     use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     let mut b = loom::model::Builder::new();
-    if b.preemption_bound.is_none() {
-        b.preemption_bound = Some(bound);
+    match bound {
+        Bound::Exhaustive => b.preemption_bound = None,
+        Bound::Preemptions(n) => {
+            if b.preemption_bound.is_none() {
+                b.preemption_bound = Some(n);
+            }
+        }
     }
     let bound = b.preemption_bound;
     let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
@@ -73,7 +91,7 @@ where
         f()
     });
     eprintln!(
-        "loom: {} executions at preemption bound {:?} in {:.2?}",
+        "loom: {} executions, preemption bound {:?}, in {:.2?}",
         runs.load(StdOrdering::Relaxed),
         bound,
         start.elapsed()

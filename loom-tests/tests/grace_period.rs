@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, Objects};
+use rcu_offload_loom_tests::{model, Bound, Objects};
 
 /// (3) Two concurrent `synchronize()` callers each retire their own object
 /// while the main thread reads both. Both are safe, they never need more than
@@ -16,7 +16,7 @@ use rcu_offload_loom_tests::{model, Objects};
 #[test]
 fn concurrent_synchronize_share_gp() {
     static SHARED_SEEN: AtomicBool = AtomicBool::new(false);
-    model(2, || {
+    model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let a = Arc::new(Objects::new(2));
         let b = Arc::new(Objects::new(2));
@@ -39,7 +39,10 @@ fn concurrent_synchronize_share_gp() {
         ta.join().unwrap();
         tb.join().unwrap();
         let gps = rcu.completed_grace_periods();
-        assert!((1..=2).contains(&gps), "{gps} grace periods for two callers");
+        assert!(
+            (1..=2).contains(&gps),
+            "{gps} grace periods for two callers"
+        );
         if gps == 1 {
             SHARED_SEEN.store(true, Ordering::Relaxed);
         }
@@ -56,7 +59,7 @@ fn concurrent_synchronize_share_gp() {
 /// `poll_early`.
 #[test]
 fn poll_never_early() {
-    model(3, || {
+    model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
         let reader = {
@@ -90,7 +93,7 @@ fn poll_never_early() {
 /// Mutant caught: `engine_no_notify`.
 #[test]
 fn start_poll_completes() {
-    model(2, || {
+    model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(3));
         let reader = {
@@ -121,7 +124,7 @@ fn start_poll_completes() {
 /// stops and joins it. Mutant caught: `shutdown_no_notify` (deadlock).
 #[test]
 fn domain_drop_joins_engine() {
-    model(3, || {
+    model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let clone = rcu.clone();
         let _ = rcu.start_poll();

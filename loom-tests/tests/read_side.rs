@@ -5,14 +5,14 @@
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, Objects};
+use rcu_offload_loom_tests::{model, Bound, Objects};
 
 /// (1) A reader that entered before the writer's grace period never sees the
 /// object the writer frees after it. Mutants caught: `no_reader_fence`,
 /// `no_wake` (deadlock: the GP sleeps forever), `register_late`.
 #[test]
 fn publish_retire() {
-    model(3, || {
+    model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
         let reader = {
@@ -37,7 +37,7 @@ fn publish_retire() {
 /// first of the two waits, i.e. the second counter flip's protection).
 #[test]
 fn publish_retire_two_rounds() {
-    model(2, || {
+    model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(3));
         let reader = {
@@ -62,7 +62,7 @@ fn publish_retire_two_rounds() {
 /// open keeps protecting what was read. Mutant caught: `nest_clear`.
 #[test]
 fn nested_readers() {
-    model(3, || {
+    model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
         let reader = {
@@ -89,7 +89,7 @@ fn nested_readers() {
 /// `register_late` (the record joins the registry after the reader's entry).
 #[test]
 fn reader_registers_and_exits_during_gp() {
-    model(2, || {
+    model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
         let spawn_reader = |sections: usize| {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Re-prove the loom suite's power: every deliberately broken variant of a
+# protocol (a "mutant", selected at run time through RCU_LOOM_MUTANT and
+# compiled only into loom builds) must make the model that guards it fail,
+# and fail for the expected reason. Exits non-zero if any mutant survives.
+#
+# Usage: loom-tests/mutants.sh   (from anywhere; builds with --cfg loom)
+set -uo pipefail
+cd "$(dirname "$0")"
+export RUSTFLAGS="--cfg loom"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-../target/loom}"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
+
+# mutant | model (binary::test) | text the failure must contain
+MUTANTS=(
+  "no_reader_fence|read_side::publish_retire|after it was freed"
+  "no_wake|read_side::publish_retire|deadlock"
+  "register_late|read_side::reader_registers_and_exits_during_gp|after it was freed"
+  "single_wait|read_side::publish_retire_two_rounds|after it was freed"
+  "nest_clear|read_side::nested_readers|after it was freed"
+  "no_batching|grace_period::concurrent_synchronize_share_gp|share a grace period"
+  "poll_early|grace_period::poll_never_early|after it was freed"
+  "engine_no_notify|grace_period::start_poll_completes|maximum number of branches"
+  "shutdown_no_notify|grace_period::domain_drop_joins_engine|deadlock"
+)
+
+cargo build --release --tests --quiet || exit 2
+survivors=0
+for entry in "${MUTANTS[@]}"; do
+  IFS='|' read -r mutant model expect <<<"$entry"
+  bin=${model%%::*}
+  test=${model#*::}
+  start=$(date +%s.%N)
+  out=$(RCU_LOOM_MUTANT=$mutant cargo nextest run --release --no-fail-fast \
+        -E "binary(=$bin) & test(=$test)" 2>&1)
+  rc=$?
+  secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+  if [ $rc -ne 0 ] && grep -qF -- "$expect" <<<"$out"; then
+    echo "killed   $mutant by $model (${secs}s): \"$expect\""
+  else
+    echo "SURVIVED $mutant: $model exit $rc, expected failure containing \"$expect\""
+    tail -n 30 <<<"$out"
+    survivors=$((survivors + 1))
+  fi
+done
+echo "mutants: $(( ${#MUTANTS[@]} - survivors )) killed, $survivors survived"
+[ $survivors -eq 0 ]
