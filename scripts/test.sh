@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; CI runs exactly this).
+#   1. unit, integration and doc tests of the workspace;
+#   2. the loom suite under cargo-nextest, --release, explicit preemption bound;
+#   3. the mutant run: every deliberately broken protocol variant must fail
+#      its model (re-proves the suite's power on every change).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "cargo-nextest not found: installing it (one-time)"
+  cargo install cargo-nextest --locked
+fi
+
+echo "== cargo test --workspace"
+cargo test --workspace
+
+# Bounded models use this bound; models marked Exhaustive ignore it.
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
+echo "== loom suite (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo nextest run -p rcu-offload-loom-tests --release --no-capture 2>&1 \
+  | grep -v '^\s*$'
+
+echo "== loom mutants"
+CARGO_TARGET_DIR=target/loom loom-tests/mutants.sh
