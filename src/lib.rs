@@ -54,3 +54,8 @@ mod sync;
 pub use domain::global;
 pub use domain::{Builder, ConfigError, GpCookie, Rcu, MAX_GP_SPIN_LIMIT, MAX_THREAD_NAME_PREFIX};
 pub use reader::ReadGuard;
+
+/// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

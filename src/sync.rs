@@ -112,18 +112,28 @@ mod imp {
             Self(loom::sync::Condvar::new())
         }
         pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-            // loom's wait consumes the guard; parking_lot's borrows it. Swap the
-            // guard out through a raw read/write pair, which is sound because
-            // `wait` always hands a guard of the same mutex back (or panics, in
-            // which case loom aborts the whole execution).
-            // SAFETY: `guard` is valid for reads and writes; between the read
-            // and the write nothing else observes `*guard`, and the value read
-            // is consumed exactly once by `wait`, whose result is written back.
+            // loom's wait consumes the guard; parking_lot's borrows it. Move
+            // the guard out and back with a raw read/write pair. If `wait`
+            // unwound in between, the caller would drop a guard that was
+            // already moved out, so an unwind aborts instead.
+            struct AbortOnUnwind;
+            impl Drop for AbortOnUnwind {
+                fn drop(&mut self) {
+                    std::process::abort();
+                }
+            }
+            let bomb = AbortOnUnwind;
+            // SAFETY: `guard` is valid for reads and writes. The value read is
+            // consumed exactly once, by `wait`, whose returned guard (of the
+            // same mutex) is written back before anyone can observe `*guard`;
+            // if `wait` unwinds instead, `bomb` aborts the process before the
+            // moved-out guard could be dropped a second time.
             unsafe {
                 let g = std::ptr::read(guard);
                 let g = self.0.wait(g).unwrap();
                 std::ptr::write(guard, g);
             }
+            std::mem::forget(bomb);
         }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
