@@ -33,7 +33,12 @@ struct Table {
 impl Table {
     fn new(version: u64) -> Box<Table> {
         let routes = (0..1024u32)
-            .map(|k| (k, k.wrapping_mul(2_654_435_761).wrapping_add(version as u32)))
+            .map(|k| {
+                (
+                    k,
+                    k.wrapping_mul(2_654_435_761).wrapping_add(version as u32),
+                )
+            })
             .collect();
         Box::new(Table {
             canary: AtomicU64::new(LIVE),

@@ -34,14 +34,25 @@ pub(crate) struct Core {
 /// # Which thread runs what
 ///
 /// * [`read`](Rcu::read), [`snapshot`](Rcu::snapshot), [`poll`](Rcu::poll)
-///   run entirely on the caller's thread and never block.
+///   run entirely on the caller's thread and never wait for a grace period
+///   (a thread's first `read` of a domain briefly takes the registry lock).
 /// * [`synchronize`](Rcu::synchronize) and
 ///   [`cond_synchronize`](Rcu::cond_synchronize) run the grace period on the
 ///   caller's thread, or wait for a concurrent caller's grace period that
 ///   covers them; they block until then.
-/// * [`start_poll`](Rcu::start_poll) never blocks: it hands the request to the
-///   domain's grace-period engine thread (`{prefix}rcu_gp`), started on first
-///   use.
+/// * [`start_poll`](Rcu::start_poll) never waits for a grace period: it hands
+///   the request to the domain's grace-period engine thread
+///   (`{prefix}rcu_gp`), started on first use, under a short internal lock.
+///
+/// # Limits
+///
+/// * A guard leaked with [`std::mem::forget`] keeps its section open for ever:
+///   every later grace period of the domain waits for ever, and so does
+///   dropping the last handle while the engine thread is in one.
+/// * `fork()`: the child inherits the reader records of every parent thread;
+///   if one of them was inside a section at the fork, the child's grace
+///   periods never complete. Fork only from a process whose other threads are
+///   not reading, or `exec` right after.
 ///
 /// # Example
 ///
@@ -157,8 +168,9 @@ impl Builder {
     /// Whether readers may rely on `membarrier(2)` (default `true`).
     ///
     /// With `true`, readers execute only compiler fences if the kernel offers
-    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (checked once per process, at the
-    /// first domain's construction); otherwise, or with `false`, readers
+    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (checked once per process, when the
+    /// first domain with `membarrier(true)` is built); otherwise, or with
+    /// `false`, readers
     /// execute a full fence on outermost entry and exit and grace periods
     /// need no system call.
     pub fn membarrier(mut self, enable: bool) -> Self {
@@ -253,11 +265,20 @@ impl Rcu {
 
     /// Enter a read-side critical section; it lasts until the guard is dropped.
     ///
-    /// Costs about a nanosecond: the outermost entry stores one word in the
-    /// calling thread's reader record (registered automatically on the
-    /// thread's first `read` of this domain and released at thread exit) and
-    /// executes a compiler fence; nested entries only bump a counter. Never
-    /// blocks, never allocates after the first call on a thread.
+    /// Costs a few nanoseconds (see the README's benchmarks): the outermost
+    /// entry stores one word in the calling thread's reader record and
+    /// executes a compiler fence; nested entries only bump a counter; the exit
+    /// wakes a grace period only if one is asleep waiting for this reader.
+    ///
+    /// The record is registered on the thread's first `read` of this domain
+    /// (one allocation, and the registry lock) and released after the thread
+    /// exits. The fast path serves the domain the thread read last; a thread
+    /// alternating between domains takes a slower, still lock-free, lookup.
+    ///
+    /// # Panics
+    ///
+    /// If sections are nested more than 2³²−1 deep (2¹⁶−1 on 32-bit
+    /// targets), which only leaked guards can reach.
     ///
     /// ```
     /// let rcu = rcu_offload::Rcu::new();
@@ -301,7 +322,7 @@ impl Rcu {
 
     /// Like [`snapshot`](Rcu::snapshot), and makes sure the grace period will
     /// run without anybody blocking on it: the domain's engine thread runs it
-    /// (kernel: `start_poll_synchronize_rcu`). Never blocks.
+    /// (kernel: `start_poll_synchronize_rcu`). Never waits for a grace period.
     ///
     /// ```
     /// let rcu = rcu_offload::Rcu::new();

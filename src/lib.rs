@@ -1,8 +1,8 @@
 //! Userspace RCU (read-copy-update) for Rust, built the way the Linux kernel's
 //! no-CBs RCU is built.
 //!
-//! Readers enter a read-side section with [`Rcu::read`], which costs about a
-//! nanosecond and never blocks. Updaters unpublish data and then wait for a
+//! Readers enter a read-side section with [`Rcu::read`], which costs a few
+//! nanoseconds and never waits for a writer. Updaters unpublish data and then wait for a
 //! *grace period* — [`Rcu::synchronize`], or the polled
 //! [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader can still
 //! hold the old data, so it may be freed.

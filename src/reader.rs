@@ -51,7 +51,17 @@
 //!
 //! A thread reading after its thread-locals were destroyed (from another
 //! thread-local's destructor) gets a *transient* record, registered for the
-//! length of that one section and released at its exit.
+//! length of that section (nested reads reuse it) and released at its
+//! outermost exit. A record whose section is still open when the thread's
+//! slots are destroyed becomes transient in the same way. A const
+//! thread-local without destructor (`LATE`) remembers the open transient
+//! record, so misuse checks keep working that late. These paths rely on
+//! `Arc` counts and thread-local destructor order, which loom does not model;
+//! integration tests (tests/threads.rs) exercise them with real threads.
+//!
+//! Nesting is bounded: entering a section nested `NEST_MASK` deep panics
+//! (only leaked guards get there), because a carry out of the nesting bits
+//! would corrupt the phase.
 
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -59,8 +69,8 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use crate::sync::{
-    fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_exit_store, reader_fence,
-    spin_hint, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
+    fence_acquire, fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_exit_store,
+    reader_fence, spin_hint, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
 };
 
 /// One level of nesting in a reader's `ctr`.
@@ -156,9 +166,10 @@ impl ReadState {
     pub(crate) fn enter(&self) -> ReadGuard<'_> {
         let rec = current_record(self);
         // SAFETY: `current_record` returns a record owned by this thread's
-        // slot (alive until thread exit, longer if a section is open then; see
-        // `Slots::drop`) or a transient record kept alive until its section
-        // ends. Only this thread writes its `ctr`.
+        // slot (alive until thread exit; if a section is still open then, it
+        // becomes transient, see `Slots::drop`) or a transient record, kept
+        // alive by a leaked `Arc` until its outermost section ends. Only this
+        // thread writes its `ctr`.
         let r = unsafe { rec.as_ref() };
         let c = r.ctr.load(Ordering::Relaxed);
         if c & NEST_MASK == 0 {
@@ -167,7 +178,12 @@ impl ReadState {
                 .store(self.gp_ctr.load(Ordering::Relaxed) | c, Ordering::Relaxed);
             reader_fence(self.light);
         } else {
-            debug_assert!(c & NEST_MASK != NEST_MASK, "read-side nesting overflow");
+            // A carry out of the nesting bits would flip the phase or forge
+            // the TRANSIENT mark: refuse it, in release builds too. Nothing
+            // has been modified yet, so panicking here is clean.
+            if c & NEST_MASK == NEST_MASK {
+                nesting_overflow();
+            }
             r.ctr.store(c + NEST_COUNT, Ordering::Relaxed);
         }
         ReadGuard {
@@ -202,6 +218,7 @@ impl ReadState {
     }
 
     #[cold]
+    #[inline(never)]
     fn wake_gp(&self) {
         let _g = self.wake_lock.lock();
         self.gp_waiting.store(false, Ordering::Relaxed);
@@ -212,8 +229,11 @@ impl ReadState {
     /// (0 if none). Never registers anything.
     pub(crate) fn current_nesting(&self) -> usize {
         let cached = CACHE.with(|c| c.get());
+        let late = LATE.with(|c| c.get());
         let rec = if cached.0 == self.id {
             NonNull::new(cached.1 as *mut Record)
+        } else if late.0 == self.id {
+            NonNull::new(late.1 as *mut Record)
         } else {
             SLOTS
                 .try_with(|s| {
@@ -225,8 +245,8 @@ impl ReadState {
                 .ok()
                 .flatten()
         };
-        // SAFETY: records found through this thread's slot or cache are alive
-        // (see `enter`).
+        // SAFETY: records found through this thread's slot, cache or late
+        // record are alive (see `enter`).
         rec.map_or(0, |r| {
             unsafe { r.as_ref() }.ctr.load(Ordering::Relaxed) & NEST_MASK
         })
@@ -288,13 +308,13 @@ impl ReadState {
             prune_exited(&mut records);
             records
                 .iter()
-                .filter(|r| is_old(r.ctr.load(Ordering::Relaxed), cur))
+                .filter(|r| is_old(r.ctr.load(Ordering::Acquire), cur))
                 .cloned()
                 .collect()
         };
         let mut spins = 0;
         loop {
-            waiting.retain(|r| is_old(r.ctr.load(Ordering::Relaxed), cur));
+            waiting.retain(|r| is_old(r.ctr.load(Ordering::Acquire), cur));
             if waiting.is_empty() {
                 return;
             }
@@ -308,7 +328,7 @@ impl ReadState {
             // `ctr == 0` (store buffering, the same pairing as entry).
             self.gp_waiting.store(true, Ordering::Relaxed);
             heavy_fence(self.light);
-            waiting.retain(|r| is_old(r.ctr.load(Ordering::Relaxed), cur));
+            waiting.retain(|r| is_old(r.ctr.load(Ordering::Acquire), cur));
             if waiting.is_empty() {
                 self.gp_waiting.store(false, Ordering::Relaxed);
                 return;
@@ -325,6 +345,12 @@ impl ReadState {
 /// can ever enter a section through them again.
 fn prune_exited(records: &mut Vec<RecordRef>) {
     records.retain(|r| Arc::strong_count(r) > 1);
+    // `strong_count` is a relaxed load; the exiting thread's `Arc` drop was a
+    // release. Acquire here (as `Arc::drop` does before freeing) so that the
+    // exited reader's last accesses happen before whatever the grace period
+    // lets our caller do, even when this prune emptied the registry and no
+    // heavy fence follows.
+    fence_acquire();
 }
 
 /// A read-side critical section of one [`Rcu`](crate::Rcu) domain.
@@ -373,16 +399,19 @@ struct Slots(RefCell<Vec<Slot>>);
 
 impl Drop for Slots {
     fn drop(&mut self) {
-        // The cache has no destructor, so it is still accessible; if the
-        // platform disagrees, nobody can reach the cache any more either.
+        // The cache and LATE have no destructor, so they are still accessible;
+        // if the platform disagrees, nobody can reach them any more either.
         let _ = CACHE.try_with(|c| c.set((0, std::ptr::null())));
         for slot in self.0.get_mut().drain(..) {
-            if slot.rec.ctr.load(Ordering::Relaxed) & NEST_MASK != 0 {
+            let c = slot.rec.ctr.load(Ordering::Relaxed);
+            if c & NEST_MASK != 0 {
                 // A guard is still alive (held by another thread-local being
-                // destroyed): keep the record alive and registered forever, so
-                // that guard can still end its section. One small leak per
-                // such thread, instead of a dangling pointer.
-                std::mem::forget(slot.rec);
+                // destroyed). Turn the record into a transient one: its
+                // outermost exit releases the reference we leak here, and
+                // LATE keeps `synchronize()` misuse detectable meanwhile.
+                slot.rec.ctr.store(c | TRANSIENT, Ordering::Relaxed);
+                let raw = Arc::into_raw(slot.rec);
+                let _ = LATE.try_with(|l| l.set((slot.domain, raw)));
             }
             // Otherwise dropping our `Arc` lets the next scan prune it.
         }
@@ -395,6 +424,12 @@ rcu_thread_local! {
 }
 rcu_thread_local! {
     static SLOTS: Slots = Slots(RefCell::new(Vec::new()));
+}
+rcu_thread_local! {
+    /// (domain id, record) of this thread's latest transient record with an
+    /// open section, for reads and misuse checks after SLOTS is gone. No
+    /// destructor, so it outlives SLOTS.
+    static LATE: Cell<(u64, *const Record)> = Cell::new((0, std::ptr::null()));
 }
 
 /// The calling thread's record for `st`'s domain, registering one on first use.
@@ -414,14 +449,16 @@ fn current_record(st: &ReadState) -> NonNull<Record> {
 fn current_record_slow(st: &ReadState) -> NonNull<Record> {
     let found = SLOTS.try_with(|slots| {
         let mut slots = slots.0.borrow_mut();
-        // Forget records of domains that no longer exist.
-        slots.retain(|s| s.registry.strong_count() > 0);
         let rec = match slots.iter().find(|s| s.domain == st.id) {
             Some(s) => NonNull::from(&*s.rec),
             None => {
+                // Forget records of domains that no longer exist.
+                slots.retain(|s| s.registry.strong_count() > 0);
                 let rec = Record::new_ref(false);
                 if !mutant("register_late") {
-                    st.registry.records.lock().push(rec.clone());
+                    let mut records = st.registry.records.lock();
+                    prune_exited(&mut records);
+                    records.push(rec.clone());
                 }
                 let p = NonNull::from(&*rec);
                 slots.push(Slot {
@@ -441,19 +478,50 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
     }
 }
 
-/// A record for a thread whose thread-locals are gone: registered now, released
-/// when its (single) section ends.
+/// A record for a thread whose thread-locals are gone: the open transient
+/// record of this domain if there is one (nested reads), else a new one,
+/// registered now and released when its section ends.
 fn transient_record(st: &ReadState) -> NonNull<Record> {
+    let (id, p) = LATE.with(|l| l.get());
+    if id == st.id {
+        // SAFETY: LATE only ever holds a live transient record with an open
+        // section, and its id is non-zero here, so the pointer is non-null.
+        return unsafe { NonNull::new_unchecked(p as *mut Record) };
+    }
     let rec = Record::new_ref(true);
-    st.registry.records.lock().push(rec.clone());
+    {
+        let mut records = st.registry.records.lock();
+        prune_exited(&mut records);
+        records.push(rec.clone());
+    }
     let raw = Arc::into_raw(rec);
+    LATE.with(|l| l.set((st.id, raw)));
     // SAFETY: `Arc::into_raw` never returns null.
     unsafe { NonNull::new_unchecked(raw as *mut Record) }
 }
 
+/// Release a transient record at the end of its outermost section.
+#[cold]
+#[inline(never)]
 fn release_transient(rec: NonNull<Record>) {
-    // SAFETY: transient records are created only by `transient_record`, which
-    // leaked exactly one `Arc` through `into_raw` with this pointer; this runs
-    // once, at the end of the record's only section.
+    let _ = LATE.try_with(|l| {
+        if std::ptr::eq(l.get().1, rec.as_ptr()) {
+            l.set((0, std::ptr::null()));
+        }
+    });
+    // SAFETY: a record is marked TRANSIENT only by `transient_record` or
+    // `Slots::drop`, each of which leaked exactly one `Arc` through
+    // `into_raw` with this pointer; the nesting-overflow check keeps the mark
+    // from being forged, and this runs once, at the end of the record's
+    // outermost section.
     drop(unsafe { Arc::from_raw(rec.as_ptr() as *const Record) });
+}
+
+#[cold]
+#[inline(never)]
+fn nesting_overflow() -> ! {
+    panic!(
+        "rcu_offload: read-side sections nested more than {NEST_MASK} deep on one \
+         thread (are ReadGuards being leaked with mem::forget?)"
+    );
 }

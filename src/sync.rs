@@ -181,6 +181,15 @@ pub(crate) fn fence_seqcst() {
     std::sync::atomic::fence(Ordering::SeqCst);
 }
 
+/// An acquire fence as the model checker understands it.
+#[inline]
+pub(crate) fn fence_acquire() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::Acquire);
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(Ordering::Acquire);
+}
+
 /// The reader's half of the asymmetric fence pair; see the module docs.
 ///
 /// `light` is the domain's choice made at construction: `true` when the grace
