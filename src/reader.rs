@@ -54,8 +54,9 @@
 //! length of that section (nested reads reuse it) and released at its
 //! outermost exit. A record whose section is still open when the thread's
 //! slots are destroyed becomes transient in the same way. A const
-//! thread-local without destructor (`LATE`) remembers the open transient
-//! record, so misuse checks keep working that late. These paths rely on
+//! thread-local without destructor (`LATE`) lists the open transient records,
+//! one per domain at most, so nested reads and misuse checks keep working
+//! that late. These paths rely on
 //! `Arc` counts and thread-local destructor order, which loom does not model;
 //! integration tests (tests/threads.rs) exercise them with real threads.
 //!
@@ -91,14 +92,22 @@ pub(crate) struct Record {
     /// `0`, or `phase | nesting`, possibly with [`TRANSIENT`]; written only by
     /// the owning thread.
     ctr: AtomicUsize,
+    /// The domain this record belongs to.
+    domain: u64,
+    /// Next open transient record of the owning thread (the `LATE` list).
+    /// Touched only by the owning thread, outside every modelled protocol,
+    /// hence a plain std atomic used as a `Sync` cell.
+    late_next: std::sync::atomic::AtomicPtr<Record>,
 }
 
 type RecordRef = Arc<Record>;
 
 impl Record {
-    fn new_ref(transient: bool) -> RecordRef {
+    fn new_ref(domain: u64, transient: bool) -> RecordRef {
         Arc::new(Record {
             ctr: AtomicUsize::new(if transient { TRANSIENT } else { 0 }),
+            domain,
+            late_next: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
         })
     }
 }
@@ -229,21 +238,18 @@ impl ReadState {
     /// (0 if none). Never registers anything.
     pub(crate) fn current_nesting(&self) -> usize {
         let cached = CACHE.with(|c| c.get());
-        let late = LATE.with(|c| c.get());
         let rec = if cached.0 == self.id {
             NonNull::new(cached.1 as *mut Record)
-        } else if late.0 == self.id {
-            NonNull::new(late.1 as *mut Record)
         } else {
-            SLOTS
-                .try_with(|s| {
-                    s.0.borrow()
-                        .iter()
-                        .find(|slot| slot.domain == self.id)
-                        .map(|slot| NonNull::from(&*slot.rec))
-                })
-                .ok()
-                .flatten()
+            match SLOTS.try_with(|s| {
+                s.0.borrow()
+                    .iter()
+                    .find(|slot| slot.domain == self.id)
+                    .map(|slot| NonNull::from(&*slot.rec))
+            }) {
+                Ok(found) => found,
+                Err(_) => find_late(self.id),
+            }
         };
         // SAFETY: records found through this thread's slot, cache or late
         // record are alive (see `enter`).
@@ -410,8 +416,7 @@ impl Drop for Slots {
                 // outermost exit releases the reference we leak here, and
                 // LATE keeps `synchronize()` misuse detectable meanwhile.
                 slot.rec.ctr.store(c | TRANSIENT, Ordering::Relaxed);
-                let raw = Arc::into_raw(slot.rec);
-                let _ = LATE.try_with(|l| l.set((slot.domain, raw)));
+                push_late(slot.rec);
             }
             // Otherwise dropping our `Arc` lets the next scan prune it.
         }
@@ -426,10 +431,42 @@ rcu_thread_local! {
     static SLOTS: Slots = Slots(RefCell::new(Vec::new()));
 }
 rcu_thread_local! {
-    /// (domain id, record) of this thread's latest transient record with an
-    /// open section, for reads and misuse checks after SLOTS is gone. No
-    /// destructor, so it outlives SLOTS.
-    static LATE: Cell<(u64, *const Record)> = Cell::new((0, std::ptr::null()));
+    /// Head of this thread's list of transient records with an open section
+    /// (linked through `Record::late_next`, at most one per domain), for reads
+    /// and misuse checks after SLOTS is gone. No destructor, so it outlives
+    /// SLOTS. Each listed record is kept alive by one leaked `Arc`.
+    static LATE: Cell<*const Record> = Cell::new(std::ptr::null());
+}
+
+/// The calling thread's open transient record for `domain`, if any.
+fn find_late(domain: u64) -> Option<NonNull<Record>> {
+    let mut p = LATE.try_with(|l| l.get()).unwrap_or(std::ptr::null());
+    while !p.is_null() {
+        // SAFETY: every record on the LATE list is kept alive by the `Arc`
+        // leaked when it was pushed, until `release_transient` unlinks it.
+        let r = unsafe { &*p };
+        if r.domain == domain {
+            return NonNull::new(p as *mut Record);
+        }
+        p = r.late_next.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    None
+}
+
+/// Push a transient record (with an open or about-to-open section) onto the
+/// calling thread's LATE list, leaking one `Arc` that `release_transient`
+/// takes back.
+fn push_late(rec: RecordRef) -> NonNull<Record> {
+    let raw = Arc::into_raw(rec);
+    let _ = LATE.try_with(|l| {
+        // SAFETY: `raw` comes from `Arc::into_raw` just above: alive.
+        unsafe { &*raw }
+            .late_next
+            .store(l.get() as *mut Record, std::sync::atomic::Ordering::Relaxed);
+        l.set(raw);
+    });
+    // SAFETY: `Arc::into_raw` never returns null.
+    unsafe { NonNull::new_unchecked(raw as *mut Record) }
 }
 
 /// The calling thread's record for `st`'s domain, registering one on first use.
@@ -454,7 +491,7 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
             None => {
                 // Forget records of domains that no longer exist.
                 slots.retain(|s| s.registry.strong_count() > 0);
-                let rec = Record::new_ref(false);
+                let rec = Record::new_ref(st.id, false);
                 if !mutant("register_late") {
                     let mut records = st.registry.records.lock();
                     prune_exited(&mut records);
@@ -482,37 +519,48 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
 /// record of this domain if there is one (nested reads), else a new one,
 /// registered now and released when its section ends.
 fn transient_record(st: &ReadState) -> NonNull<Record> {
-    let (id, p) = LATE.with(|l| l.get());
-    if id == st.id {
-        // SAFETY: LATE only ever holds a live transient record with an open
-        // section, and its id is non-zero here, so the pointer is non-null.
-        return unsafe { NonNull::new_unchecked(p as *mut Record) };
+    if let Some(rec) = find_late(st.id) {
+        return rec;
     }
-    let rec = Record::new_ref(true);
+    let rec = Record::new_ref(st.id, true);
     {
         let mut records = st.registry.records.lock();
         prune_exited(&mut records);
         records.push(rec.clone());
     }
-    let raw = Arc::into_raw(rec);
-    LATE.with(|l| l.set((st.id, raw)));
-    // SAFETY: `Arc::into_raw` never returns null.
-    unsafe { NonNull::new_unchecked(raw as *mut Record) }
+    push_late(rec)
 }
 
 /// Release a transient record at the end of its outermost section.
 #[cold]
 #[inline(never)]
 fn release_transient(rec: NonNull<Record>) {
+    // Unlink it from the LATE list.
     let _ = LATE.try_with(|l| {
-        if std::ptr::eq(l.get().1, rec.as_ptr()) {
-            l.set((0, std::ptr::null()));
+        let target = rec.as_ptr() as *const Record;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        // SAFETY (both derefs): records on the list are alive (see
+        // `find_late`), and `rec` is alive until the `from_raw` below.
+        let next = unsafe { rec.as_ref() }.late_next.load(relaxed);
+        if std::ptr::eq(l.get(), target) {
+            l.set(next);
+            return;
+        }
+        let mut p = l.get();
+        while !p.is_null() {
+            let r = unsafe { &*p };
+            let after = r.late_next.load(relaxed);
+            if std::ptr::eq(after, target) {
+                r.late_next.store(next, relaxed);
+                return;
+            }
+            p = after;
         }
     });
     // SAFETY: a record is marked TRANSIENT only by `transient_record` or
     // `Slots::drop`, each of which leaked exactly one `Arc` through
-    // `into_raw` with this pointer; the nesting-overflow check keeps the mark
-    // from being forged, and this runs once, at the end of the record's
+    // `push_late` with this pointer; the nesting-overflow check keeps the
+    // mark from being forged, and this runs once, at the end of the record's
     // outermost section.
     drop(unsafe { Arc::from_raw(rec.as_ptr() as *const Record) });
 }
