@@ -208,9 +208,18 @@ pub(crate) fn reader_fence(light: bool) {
         if light {
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
         } else {
-            std::sync::atomic::fence(Ordering::SeqCst);
+            full_fence_cold();
         }
     }
+}
+
+/// The fallback readers' full fence, kept out of line so that the
+/// membarrier fast path is straight-line code.
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn full_fence_cold() {
+    std::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// The reader's outermost exit: fence, clear `ctr`, fence (so that the
@@ -227,17 +236,25 @@ pub(crate) fn reader_exit_store(light: bool, ctr: &AtomicUsize) {
     }
     #[cfg(not(loom))]
     {
-        use std::sync::atomic::{compiler_fence, fence};
+        use std::sync::atomic::compiler_fence;
         if light {
             compiler_fence(Ordering::SeqCst);
             ctr.store(0, Ordering::Release);
             compiler_fence(Ordering::SeqCst);
         } else {
-            fence(Ordering::SeqCst);
-            ctr.store(0, Ordering::Release);
-            fence(Ordering::SeqCst);
+            reader_exit_store_cold(ctr);
         }
     }
+}
+
+/// [`reader_exit_store`] for readers without membarrier, out of line.
+#[cfg(not(loom))]
+#[cold]
+#[inline(never)]
+fn reader_exit_store_cold(ctr: &AtomicUsize) {
+    std::sync::atomic::fence(Ordering::SeqCst);
+    ctr.store(0, Ordering::Release);
+    std::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// The grace-period side's half of the asymmetric fence pair.
