@@ -1,6 +1,7 @@
-//! Grace-period cost: back-to-back `synchronize` calls with no reader
-//! thread and with one background thread looping short read-side critical
-//! sections, for rcu-offload and liburcu (memb flavour).
+//! Grace-period cost: back-to-back `synchronize` calls with no registered
+//! reader, with one registered but idle reader (the calling thread itself,
+//! outside any section), and with one background thread looping short
+//! read-side critical sections, for rcu-offload and liburcu (memb flavour).
 //!
 //! The liburcu entries time a C loop of `urcu_memb_synchronize_rcu()`
 //! through `iter_custom`; their background reader is a pthread in the shim.
@@ -64,6 +65,22 @@ fn no_readers(c: &mut Criterion) {
     group.finish();
 }
 
+fn idle_reader(c: &mut Criterion) {
+    let available = rcu_offload_benches::check_liburcu();
+    let mut group = c.benchmark_group("synchronize/idle_reader");
+    group.sampling_mode(SamplingMode::Flat);
+
+    let rcu = Rcu::new();
+    // Register this thread as a reader of the domain, then stay outside.
+    drop(rcu.read());
+    group.bench_function("rcu-offload", |b| b.iter(|| rcu.synchronize()));
+
+    if available {
+        liburcu::synchronize_registered(&mut group);
+    }
+    group.finish();
+}
+
 fn one_reader(c: &mut Criterion) {
     let available = rcu_offload_benches::check_liburcu();
     let mut group = c.benchmark_group("synchronize/one_reader");
@@ -85,7 +102,13 @@ fn one_reader(c: &mut Criterion) {
 mod liburcu {
     use criterion::measurement::WallTime;
     use criterion::BenchmarkGroup;
-    use rcu_offload_benches::liburcu::{synchronize_loop, BackgroundReader};
+    use rcu_offload_benches::liburcu::{synchronize_loop, BackgroundReader, RegisteredThread};
+
+    pub fn synchronize_registered(group: &mut BenchmarkGroup<'_, WallTime>) {
+        let reg = RegisteredThread::new().expect("registering the bench thread with liburcu-memb");
+        group.bench_function("liburcu-memb", |b| b.iter_custom(synchronize_loop));
+        drop(reg);
+    }
 
     pub fn synchronize(group: &mut BenchmarkGroup<'_, WallTime>, with_reader: bool) {
         let reader = with_reader
@@ -104,6 +127,8 @@ mod liburcu {
     use criterion::BenchmarkGroup;
 
     pub fn synchronize(_group: &mut BenchmarkGroup<'_, WallTime>, _with_reader: bool) {}
+
+    pub fn synchronize_registered(_group: &mut BenchmarkGroup<'_, WallTime>) {}
 }
 
 criterion_group! {
@@ -112,6 +137,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(30);
-    targets = no_readers, one_reader
+    targets = no_readers, idle_reader, one_reader
 }
 criterion_main!(benches);
