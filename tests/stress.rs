@@ -208,156 +208,113 @@ fn run(rcu: Rcu, shape: ReadShape, writers: &[Retire], updates: u64) -> u64 {
     s.rcu.completed_grace_periods()
 }
 
-/// synchronize() protects readers using membarrier-based (compiler-fence) read sides.
-#[test]
-fn synchronize_membarrier() {
-    let gps = run(
-        domain(true, None),
-        ReadShape::Flat,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-    assert!(gps >= UPDATES, "each synchronize() needs its own GP here");
+/// Defines one test per reader fence mode: `<name>_membarrier` (compiler-fence
+/// readers, membarrier grace periods) and `<name>_full_fences` (the
+/// fallback). The body sees `membarrier: bool`.
+macro_rules! both_fence_modes {
+    ($(#[doc = $doc:literal])* $name:ident, |$mb:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            $(#[doc = $doc])*
+            /// (membarrier readers)
+            #[test]
+            fn membarrier() {
+                let $mb = true;
+                $body
+            }
+
+            $(#[doc = $doc])*
+            /// (full-fence readers)
+            #[test]
+            fn full_fences() {
+                let $mb = false;
+                $body
+            }
+        }
+    };
 }
 
-/// synchronize() protects readers using full-fence read sides.
-#[test]
-fn synchronize_full_fences() {
-    let gps = run(
-        domain(false, None),
-        ReadShape::Flat,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-    assert!(gps >= UPDATES, "each synchronize() needs its own GP here");
-}
+both_fence_modes!(
+    /// synchronize() protects readers; a lone writer needs one GP per call.
+    synchronize,
+    |membarrier| {
+        let gps = run(
+            domain(membarrier, None),
+            ReadShape::Flat,
+            &[Retire::Synchronize],
+            UPDATES,
+        );
+        assert!(gps >= UPDATES, "each synchronize() needs its own GP here");
+    }
+);
 
-/// With no spinning, every wait sleeps: readers leaving must wake the grace period (membarrier).
-#[test]
-fn synchronize_sleeping_waits_membarrier() {
-    run(
-        domain(true, Some(0)),
-        ReadShape::Flat,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-}
+both_fence_modes!(
+    /// With no spinning, every wait sleeps: readers leaving must wake the grace period.
+    synchronize_sleeping_waits,
+    |membarrier| {
+        run(
+            domain(membarrier, Some(0)),
+            ReadShape::Flat,
+            &[Retire::Synchronize],
+            UPDATES,
+        );
+    }
+);
 
-/// With no spinning, every wait sleeps: readers leaving must wake the grace period (full fences).
-#[test]
-fn synchronize_sleeping_waits_full_fences() {
-    run(
-        domain(false, Some(0)),
-        ReadShape::Flat,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-}
+both_fence_modes!(
+    /// start_poll()/poll() protects readers.
+    start_poll,
+    |membarrier| {
+        run(domain(membarrier, None), ReadShape::Flat, &[Retire::Poll], UPDATES);
+    }
+);
 
-/// start_poll()/poll() protects readers (membarrier).
-#[test]
-fn start_poll_membarrier() {
-    run(
-        domain(true, None),
-        ReadShape::Flat,
-        &[Retire::Poll],
-        UPDATES,
-    );
-}
+both_fence_modes!(
+    /// snapshot()/cond_synchronize() protects readers and skips grace periods for old cookies.
+    cond_synchronize,
+    |membarrier| {
+        let gps = run(
+            domain(membarrier, None),
+            ReadShape::Flat,
+            &[Retire::CondSynchronize],
+            UPDATES,
+        );
+        // One grace period serves the four or five cookies queued behind it.
+        assert!(gps <= UPDATES / 2, "{gps} grace periods for {UPDATES} cookies");
+    }
+);
 
-/// start_poll()/poll() protects readers (full fences).
-#[test]
-fn start_poll_full_fences() {
-    run(
-        domain(false, None),
-        ReadShape::Flat,
-        &[Retire::Poll],
-        UPDATES,
-    );
-}
+both_fence_modes!(
+    /// A nested section lasts until its last guard drops, in either drop order.
+    nested_sections,
+    |membarrier| {
+        run(
+            domain(membarrier, None),
+            ReadShape::Nested,
+            &[Retire::Synchronize],
+            UPDATES,
+        );
+    }
+);
 
-/// snapshot()/cond_synchronize() protects readers and skips grace periods for old cookies (membarrier).
-#[test]
-fn cond_synchronize_membarrier() {
-    let gps = run(
-        domain(true, None),
-        ReadShape::Flat,
-        &[Retire::CondSynchronize],
-        UPDATES,
-    );
-    // One grace period serves the four or five cookies queued behind it.
-    assert!(
-        gps <= UPDATES / 2,
-        "{gps} grace periods for {UPDATES} cookies"
-    );
-}
+both_fence_modes!(
+    /// Concurrent synchronize() callers share grace periods without cutting any short.
+    concurrent_writers,
+    |membarrier| {
+        let w = [Retire::Synchronize; 3];
+        let per = UPDATES / 3;
+        let gps = run(domain(membarrier, None), ReadShape::Flat, &w, per);
+        // Each synchronize() runs at most one grace period itself.
+        assert!(gps <= per * 3, "{gps} grace periods for {} calls", per * 3);
+    }
+);
 
-/// snapshot()/cond_synchronize() protects readers and skips grace periods for old cookies (full fences).
-#[test]
-fn cond_synchronize_full_fences() {
-    let gps = run(
-        domain(false, None),
-        ReadShape::Flat,
-        &[Retire::CondSynchronize],
-        UPDATES,
-    );
-    assert!(
-        gps <= UPDATES / 2,
-        "{gps} grace periods for {UPDATES} cookies"
-    );
-}
-
-/// A nested section lasts until its last guard drops, in either drop order (membarrier).
-#[test]
-fn nested_sections_membarrier() {
-    run(
-        domain(true, None),
-        ReadShape::Nested,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-}
-
-/// A nested section lasts until its last guard drops, in either drop order (full fences).
-#[test]
-fn nested_sections_full_fences() {
-    run(
-        domain(false, None),
-        ReadShape::Nested,
-        &[Retire::Synchronize],
-        UPDATES,
-    );
-}
-
-/// Concurrent synchronize() callers share grace periods without cutting any short (membarrier).
-#[test]
-fn concurrent_writers_membarrier() {
-    let w = [Retire::Synchronize; 3];
-    let per = UPDATES / 3;
-    let gps = run(domain(true, None), ReadShape::Flat, &w, per);
-    // Each synchronize() runs at most one grace period itself.
-    assert!(gps <= per * 3, "{gps} grace periods for {} calls", per * 3);
-}
-
-/// Concurrent synchronize() callers share grace periods without cutting any short (full fences).
-#[test]
-fn concurrent_writers_full_fences() {
-    let w = [Retire::Synchronize; 3];
-    let per = UPDATES / 3;
-    let gps = run(domain(false, None), ReadShape::Flat, &w, per);
-    assert!(gps <= per * 3, "{gps} grace periods for {} calls", per * 3);
-}
-
-/// Writers using all three retire styles at once, with nested readers (membarrier).
-#[test]
-fn mixed_writers_nested_membarrier() {
-    let w = [Retire::Synchronize, Retire::Poll, Retire::CondSynchronize];
-    run(domain(true, Some(0)), ReadShape::Nested, &w, UPDATES / 3);
-}
-
-/// Writers using all three retire styles at once, with nested readers (full fences).
-#[test]
-fn mixed_writers_nested_full_fences() {
-    let w = [Retire::Synchronize, Retire::Poll, Retire::CondSynchronize];
-    run(domain(false, Some(0)), ReadShape::Nested, &w, UPDATES / 3);
-}
+both_fence_modes!(
+    /// Writers using all three retire styles at once, with nested readers.
+    mixed_writers_nested,
+    |membarrier| {
+        let w = [Retire::Synchronize, Retire::Poll, Retire::CondSynchronize];
+        run(domain(membarrier, Some(0)), ReadShape::Nested, &w, UPDATES / 3);
+    }
+);

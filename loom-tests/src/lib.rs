@@ -5,6 +5,9 @@
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread::{self, JoinHandle};
+use rcu_offload::Rcu;
 
 /// The value a retired object holds once its updater "freed" it.
 pub const POISON: usize = 0xdead;
@@ -64,6 +67,31 @@ pub enum Bound {
     /// At most this many preemptions per execution, unless the environment
     /// variable `LOOM_MAX_PREEMPTIONS` says otherwise (CI sets it).
     Preemptions(usize),
+}
+
+/// Spawn a reader thread that runs `sections` read-side sections, each
+/// dereferencing the published object and checking it was not freed, then
+/// exits (dropping its reader record).
+pub fn spawn_reader(rcu: &Rcu, objs: &Arc<Objects>, sections: usize) -> JoinHandle<()> {
+    let (rcu, objs) = (rcu.clone(), objs.clone());
+    thread::spawn(move || {
+        for _ in 0..sections {
+            let g = rcu.read();
+            let i = objs.current();
+            objs.check(i);
+            drop(g);
+        }
+    })
+}
+
+impl Objects {
+    /// Updater side: publish object `next`, `wait` for a grace period, then
+    /// free the object it replaced.
+    pub fn update(&self, next: usize, wait: impl FnOnce()) {
+        let old = self.publish(next);
+        wait();
+        self.poison(old);
+    }
 }
 
 /// Run `f` under loom within `bound`. Never sets `max_duration` or

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, Bound, Objects};
+use rcu_offload_loom_tests::{model, spawn_reader, Bound, Objects};
 
 /// (3) Two concurrent `synchronize()` callers each retire their own object
 /// while the main thread reads both. Both are safe, they never need more than
@@ -22,11 +22,7 @@ fn concurrent_synchronize_share_gp() {
         let b = Arc::new(Objects::new(2));
         let updater = |objs: &Arc<Objects>| {
             let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                let old = objs.publish(1);
-                rcu.synchronize();
-                objs.poison(old);
-            })
+            thread::spawn(move || objs.update(1, || rcu.synchronize()))
         };
         let ta = updater(&a);
         let tb = updater(&b);
@@ -62,15 +58,7 @@ fn poll_never_early() {
     model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
-        let reader = {
-            let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                let g = rcu.read();
-                let i = objs.current();
-                objs.check(i);
-                drop(g);
-            })
-        };
+        let reader = spawn_reader(&rcu, &objs, 1);
         let other = {
             let rcu = rcu.clone();
             thread::spawn(move || rcu.synchronize())
@@ -96,15 +84,7 @@ fn start_poll_completes() {
     model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(3));
-        let reader = {
-            let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                let g = rcu.read();
-                let i = objs.current();
-                objs.check(i);
-                drop(g);
-            })
-        };
+        let reader = spawn_reader(&rcu, &objs, 1);
         for next in 1..3 {
             let old = objs.publish(next);
             let cookie = rcu.start_poll();

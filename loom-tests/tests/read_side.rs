@@ -5,7 +5,7 @@
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, Bound, Objects};
+use rcu_offload_loom_tests::{model, spawn_reader, Bound, Objects};
 
 /// (1) A reader that entered before the writer's grace period never sees the
 /// object the writer frees after it. Mutants caught: `no_reader_fence`,
@@ -15,18 +15,8 @@ fn publish_retire() {
     model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
-        let reader = {
-            let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                let g = rcu.read();
-                let i = objs.current();
-                objs.check(i);
-                drop(g);
-            })
-        };
-        let old = objs.publish(1);
-        rcu.synchronize();
-        objs.poison(old);
+        let reader = spawn_reader(&rcu, &objs, 1);
+        objs.update(1, || rcu.synchronize());
         reader.join().unwrap();
     });
 }
@@ -40,19 +30,9 @@ fn publish_retire_two_rounds() {
     model(Bound::Exhaustive, || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(3));
-        let reader = {
-            let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                let g = rcu.read();
-                let i = objs.current();
-                objs.check(i);
-                drop(g);
-            })
-        };
+        let reader = spawn_reader(&rcu, &objs, 1);
         for next in 1..3 {
-            let old = objs.publish(next);
-            rcu.synchronize();
-            objs.poison(old);
+            objs.update(next, || rcu.synchronize());
         }
         reader.join().unwrap();
     });
@@ -76,9 +56,7 @@ fn nested_readers() {
                 drop(inner);
             })
         };
-        let old = objs.publish(1);
-        rcu.synchronize();
-        objs.poison(old);
+        objs.update(1, || rcu.synchronize());
         reader.join().unwrap();
     });
 }
@@ -92,23 +70,10 @@ fn reader_registers_and_exits_during_gp() {
     model(Bound::Preemptions(4), || {
         let rcu = Rcu::new();
         let objs = Arc::new(Objects::new(2));
-        let spawn_reader = |sections: usize| {
-            let (rcu, objs) = (rcu.clone(), objs.clone());
-            thread::spawn(move || {
-                for _ in 0..sections {
-                    let g = rcu.read();
-                    let i = objs.current();
-                    objs.check(i);
-                    drop(g);
-                }
-                // Thread exit drops the reader record here.
-            })
-        };
-        let a = spawn_reader(1);
-        let b = spawn_reader(2);
-        let old = objs.publish(1);
-        rcu.synchronize();
-        objs.poison(old);
+        // Each reader thread's exit drops its reader record.
+        let a = spawn_reader(&rcu, &objs, 1);
+        let b = spawn_reader(&rcu, &objs, 2);
+        objs.update(1, || rcu.synchronize());
         a.join().unwrap();
         b.join().unwrap();
     });
