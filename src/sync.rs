@@ -172,6 +172,80 @@ pub(crate) use imp::*;
 /// Atomic orderings and compiler fences are the same types in both worlds.
 pub(crate) use std::sync::atomic::Ordering;
 
+// ---------------------------------------------------------------------------
+// Cells, parking and the clock. The read side and grace-period engine do not
+// need them yet; the callback pipeline (segmented lists behind locks, worker
+// parking) and the deferred-wakeup timers will, and they must come from here
+// so that loom sees them.
+
+/// An `UnsafeCell` with loom's closure-based interface, so that loom can
+/// check every access for data races.
+#[cfg(not(loom))]
+#[allow(dead_code)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+#[allow(dead_code)]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(v: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(v))
+    }
+    /// Read access through a raw pointer; the caller upholds aliasing.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    /// Write access through a raw pointer; the caller upholds aliasing.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::cell::UnsafeCell;
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::thread::{current as current_thread, park, Thread};
+/// Thread parking: `park()` blocks the calling thread until its handle's
+/// `unpark()` (a token, so an early unpark is never lost).
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::thread::{current as current_thread, park, Thread};
+
+/// A monotonic instant. Real time outside loom; under loom time stands
+/// still (every `now()` is the same instant), because loom has no time and
+/// its executions must be deterministic: a protocol's correctness may not
+/// depend on the clock, and timers are modelled as threads that may fire at
+/// any point after being armed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[allow(dead_code)]
+pub(crate) struct Instant(
+    #[cfg(not(loom))] std::time::Instant,
+    #[cfg(loom)] std::time::Duration,
+);
+
+#[allow(dead_code)]
+impl Instant {
+    pub(crate) fn now() -> Instant {
+        #[cfg(not(loom))]
+        return Instant(std::time::Instant::now());
+        #[cfg(loom)]
+        return Instant(std::time::Duration::ZERO);
+    }
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub(crate) fn saturating_duration_since(self, earlier: Instant) -> std::time::Duration {
+        #[cfg(not(loom))]
+        return self.0.saturating_duration_since(earlier.0);
+        #[cfg(loom)]
+        return self.0.saturating_sub(earlier.0);
+    }
+    /// `self + d`.
+    pub(crate) fn after(self, d: std::time::Duration) -> Instant {
+        Instant(self.0 + d)
+    }
+}
+
 /// A full memory fence as the model checker understands it.
 #[inline]
 pub(crate) fn fence_seqcst() {
@@ -292,4 +366,44 @@ pub(crate) fn mutant(name: &str) -> bool {
 #[inline(always)]
 pub(crate) const fn mutant(_name: &str) -> bool {
     false
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_cell_reads_what_was_written() {
+        let c = UnsafeCell::new(1u32);
+        // SAFETY: single-threaded test; no other reference to the contents.
+        c.with_mut(|p| unsafe { *p += 41 });
+        // SAFETY: as above.
+        assert_eq!(c.with(|p| unsafe { *p }), 42);
+    }
+
+    #[test]
+    fn unpark_before_park_is_not_lost() {
+        current_thread().unpark();
+        park(); // returns at once: the token was set
+    }
+
+    #[test]
+    fn clock_is_monotonic() {
+        let a = Instant::now();
+        let b = a.after(std::time::Duration::from_millis(5));
+        assert!(b > a);
+        assert_eq!(a.saturating_duration_since(b), std::time::Duration::ZERO);
+        assert!(Instant::now() >= a);
+    }
+
+    #[test]
+    fn fences_and_mutants_are_inert_outside_loom() {
+        assert!(!mutant("no_reader_fence"));
+        reader_fence(true);
+        reader_fence(false);
+        let ctr = AtomicUsize::new(7);
+        reader_exit_store(false, &ctr);
+        assert_eq!(ctr.load(Ordering::Relaxed), 0);
+        heavy_fence(false);
+    }
 }
