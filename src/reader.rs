@@ -408,6 +408,7 @@ impl Drop for Slots {
         // The cache and LATE have no destructor, so they are still accessible;
         // if the platform disagrees, nobody can reach them any more either.
         let _ = CACHE.try_with(|c| c.set((0, std::ptr::null())));
+        let _ = CACHE2.try_with(|c| c.set((0, std::ptr::null())));
         for slot in self.0.get_mut().drain(..) {
             let c = slot.rec.ctr.load(Ordering::Relaxed);
             if c & NEST_MASK != 0 {
@@ -424,8 +425,14 @@ impl Drop for Slots {
 }
 
 rcu_thread_local! {
-    /// (domain id, record) of the domain this thread read last: the fast path.
+    /// (domain id, record) of the domain this thread registered or looked up
+    /// last: the fast path.
     static CACHE: Cell<(u64, *const Record)> = Cell::new((0, std::ptr::null()));
+}
+rcu_thread_local! {
+    /// The entry CACHE held before, so that a thread alternating between two
+    /// domains stays on the fast path.
+    static CACHE2: Cell<(u64, *const Record)> = Cell::new((0, std::ptr::null()));
 }
 rcu_thread_local! {
     static SLOTS: Slots = Slots(RefCell::new(Vec::new()));
@@ -474,8 +481,13 @@ fn push_late(rec: RecordRef) -> NonNull<Record> {
 fn current_record(st: &ReadState) -> NonNull<Record> {
     let (id, p) = CACHE.with(|c| c.get());
     if id == st.id {
-        // SAFETY: the cache holds a non-null pointer whenever its id is a real
-        // (non-zero) domain id, and domain ids are never 0.
+        // SAFETY: the caches hold a non-null pointer whenever their id is a
+        // real (non-zero) domain id, and domain ids are never 0.
+        return unsafe { NonNull::new_unchecked(p as *mut Record) };
+    }
+    let (id, p) = CACHE2.with(|c| c.get());
+    if id == st.id {
+        // SAFETY: as above.
         return unsafe { NonNull::new_unchecked(p as *mut Record) };
     }
     current_record_slow(st)
@@ -506,7 +518,8 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
                 p
             }
         };
-        CACHE.with(|c| c.set((st.id, rec.as_ptr())));
+        let previous = CACHE.with(|c| c.replace((st.id, rec.as_ptr())));
+        CACHE2.with(|c| c.set(previous));
         rec
     });
     match found {

@@ -197,3 +197,90 @@ fn concurrent_domain_churn() {
         shared.synchronize();
     });
 }
+
+/// A thread that alternates among three domains (exercising both thread-local
+/// cache entries and the slow path), with sections of one domain open while
+/// it reads the others, stays protected in every domain while each domain's
+/// writer retires objects; misuse is still detected for a domain that has
+/// fallen out of the caches.
+#[test]
+fn readers_alternating_between_domains_stay_protected() {
+    use common::Published;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const UPDATES: u64 = 2000;
+    let domains: Arc<Vec<(Rcu, Published)>> =
+        Arc::new((0..3).map(|_| (Rcu::new(), Published::new())).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let writers: Vec<_> = (0..3)
+        .map(|d| {
+            let domains = Arc::clone(&domains);
+            thread::spawn(move || {
+                let (rcu, slot) = &domains[d];
+                for serial in 1..=UPDATES {
+                    let old = slot.replace(serial);
+                    rcu.synchronize();
+                    // SAFETY: unpublished above, and a grace period of the
+                    // slot's own domain has elapsed.
+                    unsafe { common::Obj::retire(old) };
+                }
+            })
+        })
+        .collect();
+
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (domains, stop) = (Arc::clone(&domains), Arc::clone(&stop));
+            thread::spawn(move || -> Result<u64, String> {
+                let mut sections = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // Order A, B, A, C, B: hits the first and second cache
+                    // entries and evicts into the slow path.
+                    let (a, b, c) = (&domains[0], &domains[1], &domains[2]);
+                    let ga = a.0.read();
+                    let pa = a.1.load();
+                    {
+                        let _gb = b.0.read();
+                        b.1.read_check(2)?;
+                        let _ga2 = a.0.read();
+                        let _gc = c.0.read();
+                        c.1.read_check(2)?;
+                    }
+                    // SAFETY: `ga` (a section of `a`'s domain) is still open.
+                    unsafe { common::check_raw(pa, 2) }?;
+                    drop(ga);
+                    let _gb = b.0.read();
+                    b.1.read_check(1)?;
+                    sections += 5;
+                }
+                Ok(sections)
+            })
+        })
+        .collect();
+
+    for w in writers {
+        within("writer", move || w.join().expect("writer panicked"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let sections = r
+            .join()
+            .expect("reader panicked")
+            .expect("reader saw a retired object");
+        assert!(sections > 0);
+    }
+
+    // Domain 0 is now out of both caches of this thread (2 and 1 were read
+    // last): misuse must still be caught through the slow path.
+    let (a, b, c) = (&domains[0].0, &domains[1].0, &domains[2].0);
+    let ga = a.read();
+    drop(b.read());
+    drop(c.read());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.synchronize()));
+    let err = caught.expect_err("synchronize() inside a section of its own domain must panic");
+    assert!(common::panic_text(&*err).contains("inside a read-side critical section"));
+    drop(ga);
+    a.synchronize();
+}
