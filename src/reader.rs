@@ -485,9 +485,17 @@ fn current_record(st: &ReadState) -> NonNull<Record> {
         // real (non-zero) domain id, and domain ids are never 0.
         return unsafe { NonNull::new_unchecked(p as *mut Record) };
     }
+    current_record_second(st)
+}
+
+/// The second cache entry, out of line so that the one-domain fast path stays
+/// straight-line code; a thread alternating between two domains pays a call.
+#[cold]
+#[inline(never)]
+fn current_record_second(st: &ReadState) -> NonNull<Record> {
     let (id, p) = CACHE2.with(|c| c.get());
     if id == st.id {
-        // SAFETY: as above.
+        // SAFETY: as in `current_record`.
         return unsafe { NonNull::new_unchecked(p as *mut Record) };
     }
     current_record_slow(st)
