@@ -556,34 +556,48 @@ fn transient_record(st: &ReadState) -> NonNull<Record> {
 #[cold]
 #[inline(never)]
 fn release_transient(rec: NonNull<Record>) {
-    // Unlink it from the LATE list.
-    let _ = LATE.try_with(|l| {
-        let target = rec.as_ptr() as *const Record;
-        let relaxed = std::sync::atomic::Ordering::Relaxed;
-        // SAFETY (both derefs): records on the list are alive (see
-        // `find_late`), and `rec` is alive until the `from_raw` below.
-        let next = unsafe { rec.as_ref() }.late_next.load(relaxed);
-        if std::ptr::eq(l.get(), target) {
-            l.set(next);
-            return;
-        }
-        let mut p = l.get();
-        while !p.is_null() {
-            let r = unsafe { &*p };
-            let after = r.late_next.load(relaxed);
-            if std::ptr::eq(after, target) {
-                r.late_next.store(next, relaxed);
-                return;
+    // Unlink it from the LATE list, taking back the pointer `push_late` got
+    // from `Arc::into_raw`: only that one carries the provenance of the whole
+    // `Arc` allocation (the guard's pointer may have been derived from a
+    // `&Record` in the slot path).
+    let owned = LATE
+        .try_with(|l| {
+            let target = rec.as_ptr() as *const Record;
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            let head = l.get();
+            if std::ptr::eq(head, target) {
+                // SAFETY: records on the list are alive (see `find_late`).
+                l.set(unsafe { &*head }.late_next.load(relaxed));
+                return Some(head);
             }
-            p = after;
-        }
-    });
-    // SAFETY: a record is marked TRANSIENT only by `transient_record` or
-    // `Slots::drop`, each of which leaked exactly one `Arc` through
-    // `push_late` with this pointer; the nesting-overflow check keeps the
-    // mark from being forged, and this runs once, at the end of the record's
-    // outermost section.
-    drop(unsafe { Arc::from_raw(rec.as_ptr() as *const Record) });
+            let mut p = head;
+            while !p.is_null() {
+                // SAFETY: as above.
+                let r = unsafe { &*p };
+                let after = r.late_next.load(relaxed);
+                if std::ptr::eq(after, target) {
+                    // SAFETY: as above.
+                    r.late_next
+                        .store(unsafe { &*after }.late_next.load(relaxed), relaxed);
+                    return Some(after as *const Record);
+                }
+                p = after;
+            }
+            None
+        })
+        .ok()
+        .flatten();
+    // If it is not on the list (the platform destroyed even the const
+    // thread-local), leak the record rather than free it without the pointer
+    // that owns it; the registry keeps scanning an idle record.
+    if let Some(raw) = owned {
+        // SAFETY: a record is marked TRANSIENT only by `transient_record` or
+        // `Slots::drop`, which put it on the LATE list through `push_late`
+        // with the pointer `Arc::into_raw` returned, leaking exactly one
+        // `Arc`; we just took that pointer off the list, so this runs once.
+        // The nesting-overflow check keeps the mark from being forged.
+        drop(unsafe { Arc::from_raw(raw) });
+    }
 }
 
 #[cold]
