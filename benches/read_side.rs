@@ -80,6 +80,25 @@ fn nested_pair(c: &mut Criterion) {
     group.finish();
 }
 
+/// A thread alternating between two domains (rcu-offload only: the peers
+/// have a single global domain). Each iteration is one pair in each domain;
+/// the figure is per pair.
+fn alternating_domains(c: &mut Criterion) {
+    let mut group = c.benchmark_group("read_side/two_domains_alternating");
+    let (a, b) = (black_box(Rcu::new()), black_box(Rcu::new()));
+    group.bench_function("rcu-offload", |bench| {
+        bench.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters.div_ceil(2) {
+                drop(a.read());
+                drop(b.read());
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 #[cfg(have_liburcu)]
 mod liburcu {
     use criterion::measurement::WallTime;
@@ -127,6 +146,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = outermost_pair, nested_pair
+    targets = outermost_pair, nested_pair, alternating_domains
 }
 criterion_main!(benches);

@@ -13,6 +13,7 @@ the machine being shared and noisy.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bench", action="append", default=[])
     args = ap.parse_args()
+    # Start from an empty criterion directory so that groups not measured in
+    # this invocation are not reported from stale earlier runs.
+    shutil.rmtree(TARGET / "criterion", ignore_errors=True)
     runs = []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
