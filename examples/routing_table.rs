@@ -14,6 +14,7 @@
 //! Run: `cargo run --release --example routing_table [seconds] [readers]`.
 
 use std::collections::HashMap;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,14 +66,34 @@ struct Shared {
 }
 
 impl Shared {
-    /// Publish `new` and return the table it replaced.
-    fn publish(&self, new: Box<Table>) -> Box<Table> {
+    /// Publish `new` and return the table it replaced. Readers may still be
+    /// looking at the old table, so it stays a raw pointer (not a `Box`,
+    /// which would claim unique access) until a grace period has passed.
+    fn publish(&self, new: Box<Table>) -> Retired {
         let old = self.table.swap(Box::into_raw(new), Ordering::AcqRel);
-        // SAFETY: every pointer stored in `table` came from `Box::into_raw`,
-        // and the swap removed `old` from the table, so we own it (readers may
-        // still look at it until a grace period has passed; the callers wait
-        // for one before dropping the box).
-        unsafe { Box::from_raw(old) }
+        Retired(NonNull::new(old).expect("the table pointer is never null while running"))
+    }
+}
+
+/// A table that has been unpublished but may still be read.
+struct Retired(NonNull<Table>);
+
+// SAFETY: `Table` is `Send + Sync`; a `Retired` is only a pointer to one that
+// the writer owns, moved to wherever it will be freed.
+unsafe impl Send for Retired {}
+
+impl Retired {
+    /// Free the table.
+    ///
+    /// # Safety
+    ///
+    /// A full grace period of the domain has elapsed since the table was
+    /// unpublished, so no reader can still hold a reference to it.
+    unsafe fn free(self) {
+        // SAFETY: the pointer came from `Box::into_raw` in `publish`/`main`,
+        // was unpublished once, and by the caller's contract nobody else can
+        // reach it any more, so we own it uniquely.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
 
@@ -105,26 +126,36 @@ fn writer_synchronous(shared: &Shared, first_version: u64) {
         version += 2;
         let old = shared.publish(Table::new(version));
         shared.rcu.synchronize();
-        drop(old);
+        // SAFETY: a full grace period has elapsed since `old` was unpublished.
+        unsafe { old.free() };
         shared.updates_sync.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 fn writer_polled(shared: &Shared, first_version: u64) {
     let mut version = first_version;
-    let mut retired: Vec<(GpCookie, Box<Table>)> = Vec::new();
+    let mut retired: Vec<(GpCookie, Retired)> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         version += 2;
         let old = shared.publish(Table::new(version));
         retired.push((shared.rcu.start_poll(), old));
         // Free whatever is done; never block.
-        retired.retain(|(cookie, _)| !shared.rcu.poll(*cookie));
+        let (done, pending): (Vec<_>, Vec<_>) = retired
+            .into_iter()
+            .partition(|(cookie, _)| shared.rcu.poll(*cookie));
+        retired = pending;
+        for (_, table) in done {
+            // SAFETY: `poll` reported a full grace period since the cookie,
+            // which was taken after the table was unpublished.
+            unsafe { table.free() };
+        }
         shared.updates_polled.fetch_add(1, Ordering::Relaxed);
         std::thread::yield_now();
     }
     for (cookie, table) in retired {
         shared.rcu.cond_synchronize(cookie);
-        drop(table);
+        // SAFETY: as above, through `cond_synchronize`.
+        unsafe { table.free() };
     }
 }
 

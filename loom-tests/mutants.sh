@@ -30,11 +30,12 @@ for entry in "${MUTANTS[@]}"; do
   IFS='|' read -r mutant model expect <<<"$entry"
   bin=${model%%::*}
   test=${model#*::}
-  start=$(date +%s.%N)
+  start=$(date +%s%N)
   out=$(RCU_LOOM_MUTANT=$mutant cargo nextest run --release --no-fail-fast \
         -E "binary(=$bin) & test(=$test)" 2>&1)
   rc=$?
-  secs=$(printf '%.1f' "$(echo "$(date +%s.%N) - $start" | bc)")
+  ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  secs="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
   if [ $rc -ne 0 ] && grep -qF -- "$expect" <<<"$out"; then
     echo "killed   $mutant by $model (${secs}s): \"$expect\""
   else

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's test command (README "Run the tests"; CI runs exactly this).
+# The project's test command (README, "Two commands"; CI runs exactly this).
 #   1. unit, integration and doc tests of the workspace;
 #   2. the loom suite under cargo-nextest, --release, explicit preemption bound;
 #   3. the mutant run: every deliberately broken protocol variant must fail

@@ -46,6 +46,8 @@ pub(crate) struct Core {
 ///
 /// # Limits
 ///
+/// * Dropping the last handle joins the engine thread; it panics only if that
+///   thread panicked, which would be a bug in this crate.
 /// * A guard leaked with [`std::mem::forget`] keeps its section open for ever:
 ///   every later grace period of the domain waits for ever, and so does
 ///   dropping the last handle while the engine thread is in one.
@@ -112,6 +114,11 @@ impl ConfigError {
     pub fn field(&self) -> &'static str {
         self.field
     }
+
+    /// Why the value was refused.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -129,10 +136,13 @@ impl std::error::Error for ConfigError {}
 /// Largest accepted [`Builder::gp_spin_limit`].
 pub const MAX_GP_SPIN_LIMIT: u32 = 1 << 20;
 /// Longest accepted [`Builder::thread_name_prefix`], in bytes, so that worker
-/// names such as `{prefix}rcuog/123` fit Linux's 15-byte thread names.
+/// names (today `{prefix}rcu_gp`; per-shard callback workers such as
+/// `{prefix}rcuog/123` are planned) fit Linux's 15-byte thread names.
 pub const MAX_THREAD_NAME_PREFIX: usize = 6;
 
 /// Configuration of a new domain; see [`Rcu::builder`].
+///
+/// Setters return the builder by value, so an unused result is a mistake.
 ///
 /// ```
 /// let rcu = rcu_offload::Rcu::builder()
@@ -146,6 +156,7 @@ pub const MAX_THREAD_NAME_PREFIX: usize = 6;
 /// assert_eq!(err.field(), "gp_spin_limit");
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a Builder does nothing until build() is called"]
 pub struct Builder {
     membarrier: bool,
     gp_spin_limit: u32,
@@ -265,15 +276,17 @@ impl Rcu {
 
     /// Enter a read-side critical section; it lasts until the guard is dropped.
     ///
-    /// Costs a few nanoseconds (see the README's benchmarks): the outermost
-    /// entry stores one word in the calling thread's reader record and
-    /// executes a compiler fence; nested entries only bump a counter; the exit
-    /// wakes a grace period only if one is asleep waiting for this reader.
+    /// Costs about a nanosecond and a half (see the README's benchmarks): the
+    /// outermost entry stores one word in the calling thread's reader record
+    /// and executes a compiler fence (a full fence if the domain runs without
+    /// membarrier); nested entries only bump a counter; the exit wakes a
+    /// grace period only if one is asleep waiting for readers.
     ///
     /// The record is registered on the thread's first `read` of this domain
     /// (one allocation, and the registry lock) and released after the thread
-    /// exits. The fast path serves the domain the thread read last; a thread
-    /// alternating between domains takes a slower, still lock-free, lookup.
+    /// exits. The fast path serves the two domains the thread looked up most
+    /// recently; a thread cycling through more takes a slower, still
+    /// lock-free, lookup of its own records.
     ///
     /// # Panics
     ///
@@ -313,6 +326,7 @@ impl Rcu {
     /// that is running now finish. Starts nothing (kernel:
     /// `get_state_synchronize_rcu`); pair it with [`start_poll`](Rcu::start_poll),
     /// [`synchronize`](Rcu::synchronize) or another thread's activity.
+    #[must_use = "a cookie is only useful if polled or waited on"]
     pub fn snapshot(&self) -> GpCookie {
         GpCookie {
             seq: self.core.gp.snapshot(),
@@ -323,6 +337,11 @@ impl Rcu {
     /// Like [`snapshot`](Rcu::snapshot), and makes sure the grace period will
     /// run without anybody blocking on it: the domain's engine thread runs it
     /// (kernel: `start_poll_synchronize_rcu`). Never waits for a grace period.
+    ///
+    /// # Panics
+    ///
+    /// If the engine thread must be started and the operating system refuses
+    /// to create a thread.
     ///
     /// ```
     /// let rcu = rcu_offload::Rcu::new();
@@ -350,6 +369,7 @@ impl Rcu {
     /// # Panics
     ///
     /// If `cookie` came from another domain.
+    #[must_use]
     pub fn poll(&self, cookie: GpCookie) -> bool {
         self.check_cookie(cookie);
         self.core.gp.is_done(cookie.seq)
@@ -370,6 +390,7 @@ impl Rcu {
     }
 
     /// How many grace periods this domain has completed.
+    #[must_use]
     pub fn completed_grace_periods(&self) -> u64 {
         self.core.gp.completed()
     }
@@ -393,6 +414,12 @@ impl Rcu {
         );
     }
 }
+
+// No user code ever runs while one of the domain's internal locks is held,
+// and the locks do not poison: a panic caught around any `Rcu` method leaves
+// the domain consistent.
+impl std::panic::UnwindSafe for Rcu {}
+impl std::panic::RefUnwindSafe for Rcu {}
 
 impl Clone for Rcu {
     fn clone(&self) -> Self {

@@ -1,8 +1,8 @@
 //! Userspace RCU (read-copy-update) for Rust, built the way the Linux kernel's
 //! no-CBs RCU is built.
 //!
-//! Readers enter a read-side section with [`Rcu::read`], which costs a few
-//! nanoseconds and never waits for a writer. Updaters unpublish data and then wait for a
+//! Readers enter a read-side section with [`Rcu::read`], which costs about a
+//! nanosecond and a half and never waits for a writer. Updaters unpublish data and then wait for a
 //! *grace period* — [`Rcu::synchronize`], or the polled
 //! [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader can still
 //! hold the old data, so it may be freed.
@@ -15,7 +15,7 @@
 //! | `membarrier` | `membarrier(2)` detection and the heavy fence | (modelled as `SeqCst` fences) |
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers`, `reader_registers_and_exits_during_gp` |
 //! | `seq` | kernel-style grace-period sequence numbers | unit tests |
-//! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early` |
+//! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early`, `start_poll_completes` |
 //! | `domain` | the public [`Rcu`] handle, [`Builder`], [`global`] | `domain_drop_joins_engine` |
 //!
 //! # Memory model

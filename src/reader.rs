@@ -175,10 +175,13 @@ impl ReadState {
     pub(crate) fn enter(&self) -> ReadGuard<'_> {
         let rec = current_record(self);
         // SAFETY: `current_record` returns a record owned by this thread's
-        // slot (alive until thread exit; if a section is still open then, it
-        // becomes transient, see `Slots::drop`) or a transient record, kept
-        // alive by a leaked `Arc` until its outermost section ends. Only this
-        // thread writes its `ctr`.
+        // slot for this domain (alive until thread exit; if a section is still
+        // open then, it becomes transient, see `Slots::drop`; slots are
+        // dropped early only for dead domains, and `self` is alive, while the
+        // caches are keyed by never-reused domain ids so they never hand out
+        // a dead domain's record) or a transient record, kept alive by a
+        // leaked `Arc` until its outermost section ends. Only this thread
+        // writes its `ctr`.
         let r = unsafe { rec.as_ref() };
         let c = r.ctr.load(Ordering::Relaxed);
         if c & NEST_MASK == 0 {
@@ -368,6 +371,7 @@ fn prune_exited(records: &mut Vec<RecordRef>) {
 ///
 /// Guards nest freely and may be dropped in any order. A guard is `!Send` and
 /// `!Sync`: a read-side section belongs to the thread that opened it.
+#[must_use = "a read-side section ends as soon as its guard is dropped"]
 pub struct ReadGuard<'a> {
     state: &'a ReadState,
     rec: NonNull<Record>,
@@ -482,7 +486,9 @@ fn current_record(st: &ReadState) -> NonNull<Record> {
     let (id, p) = CACHE.with(|c| c.get());
     if id == st.id {
         // SAFETY: the caches hold a non-null pointer whenever their id is a
-        // real (non-zero) domain id, and domain ids are never 0.
+        // real (non-zero) domain id, and domain ids are never 0. An entry can
+        // outlive its record only if its domain died; ids are never reused
+        // and `st` is alive, so a matching entry's record is alive.
         return unsafe { NonNull::new_unchecked(p as *mut Record) };
     }
     current_record_second(st)
