@@ -13,8 +13,10 @@ use rcu_offload::Rcu;
 
 /// How long an operation that must finish may take before the test declares
 /// it hung. A liveness bound, not a performance expectation: everything it
-/// guards normally finishes in microseconds to milliseconds.
-pub const LIVENESS_BOUND: Duration = Duration::from_secs(10);
+/// guards normally finishes in microseconds to a few seconds (membarrier
+/// grace periods cost milliseconds on a loaded VM), and the bound is generous
+/// so that a busy 2-core CI machine never trips it; only a real hang does.
+pub const LIVENESS_BOUND: Duration = Duration::from_secs(60);
 
 /// Runs `f` on a helper thread and returns its result, failing the test if it
 /// has not finished within [`LIVENESS_BOUND`] (a hang becomes a failure).
