@@ -33,9 +33,7 @@
 
 use crate::reader::ReadState;
 use crate::seq;
-use crate::sync::{
-    fence_seqcst, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex, Ordering,
-};
+use crate::sync::{fence, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
 
 /// Engine-thread bookkeeping, under [`GpState::engine`].
 struct Engine {
@@ -76,7 +74,7 @@ impl GpState {
     /// now. Orders the caller's earlier memory accesses before it (kernel:
     /// `get_state_synchronize_rcu`'s `smp_mb()`).
     pub(crate) fn snapshot(&self) -> u64 {
-        fence_seqcst();
+        fence(Ordering::SeqCst);
         let s = self.seq.load(Ordering::Relaxed);
         if mutant("poll_early") {
             // Broken variant: accept the end of a grace period already running,
@@ -94,7 +92,7 @@ impl GpState {
     /// accesses after the grace period (kernel: `poll_state_synchronize_rcu`).
     pub(crate) fn is_done(&self, target: u64) -> bool {
         if seq::done(self.seq.load(Ordering::Acquire), target) {
-            fence_seqcst();
+            fence(Ordering::SeqCst);
             true
         } else {
             false
@@ -135,7 +133,7 @@ impl GpState {
         if readers.wait_for_readers() {
             // Orders every access of the readers we waited for before the end
             // of the grace period, and so before whatever our callers free
-            // next. Not needed when no thread had ever registered as a reader.
+            // next. Not needed when no live thread had a reader record.
             heavy_fence(readers.light_fences());
         }
         self.seq.store(seq::end(running), Ordering::Release);

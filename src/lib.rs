@@ -2,8 +2,8 @@
 //! no-CBs RCU is built.
 //!
 //! Readers enter a read-side section with [`Rcu::read`], which costs about a
-//! nanosecond and a half and never waits for a writer. Updaters unpublish data and then wait for a
-//! *grace period* — [`Rcu::synchronize`], or the polled
+//! nanosecond and a half and never waits for a writer. Updaters unpublish
+//! data and then wait for a *grace period* — [`Rcu::synchronize`], or the polled
 //! [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader can still
 //! hold the old data, so it may be freed.
 //!

@@ -70,8 +70,8 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use crate::sync::{
-    fence_acquire, fence_seqcst, heavy_fence, mutant, rcu_thread_local, reader_exit_store,
-    reader_fence, spin_hint, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
+    fence, heavy_fence, mutant, rcu_thread_local, reader_exit_store, reader_fence, spin_hint,
+    AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
 };
 
 /// One level of nesting in a reader's `ctr`.
@@ -301,10 +301,10 @@ impl ReadState {
         }
         // Finish the first wait before flipping (progress, as in liburcu: a
         // reader that re-enters after the flip must not be taken for old).
-        fence_seqcst();
+        fence(Ordering::SeqCst);
         let cur = self.gp_ctr.load(Ordering::Relaxed);
         self.gp_ctr.store(cur ^ PHASE, Ordering::Relaxed);
-        fence_seqcst();
+        fence(Ordering::SeqCst);
         self.wait_phase();
         true
     }
@@ -359,7 +359,7 @@ fn prune_exited(records: &mut Vec<RecordRef>) {
     // exited reader's last accesses happen before whatever the grace period
     // lets our caller do, even when this prune emptied the registry and no
     // heavy fence follows.
-    fence_acquire();
+    fence(Ordering::Acquire);
 }
 
 /// A read-side critical section of one [`Rcu`](crate::Rcu) domain.
@@ -568,26 +568,22 @@ fn release_transient(rec: NonNull<Record>) {
     // `&Record` in the slot path).
     let owned = LATE
         .try_with(|l| {
-            let target = rec.as_ptr() as *const Record;
             let relaxed = std::sync::atomic::Ordering::Relaxed;
-            let head = l.get();
-            if std::ptr::eq(head, target) {
-                // SAFETY: records on the list are alive (see `find_late`).
-                l.set(unsafe { &*head }.late_next.load(relaxed));
-                return Some(head);
-            }
-            let mut p = head;
+            let mut prev: Option<&Record> = None;
+            let mut p = l.get();
             while !p.is_null() {
-                // SAFETY: as above.
+                // SAFETY: records on the list are alive (see `find_late`).
                 let r = unsafe { &*p };
-                let after = r.late_next.load(relaxed);
-                if std::ptr::eq(after, target) {
-                    // SAFETY: as above.
-                    r.late_next
-                        .store(unsafe { &*after }.late_next.load(relaxed), relaxed);
-                    return Some(after as *const Record);
+                let next = r.late_next.load(relaxed);
+                if std::ptr::eq(p, rec.as_ptr()) {
+                    match prev {
+                        None => l.set(next),
+                        Some(prev) => prev.late_next.store(next, relaxed),
+                    }
+                    return Some(p);
                 }
-                p = after;
+                prev = Some(r);
+                p = next;
             }
             None
         })

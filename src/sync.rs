@@ -204,11 +204,11 @@ impl<T> UnsafeCell<T> {
 #[allow(unused_imports)]
 pub(crate) use loom::cell::UnsafeCell;
 
+// Thread parking: `park()` blocks the calling thread until its handle's
+// `unpark()` (a token, so an early unpark is never lost).
 #[cfg(loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::thread::{current as current_thread, park, Thread};
-/// Thread parking: `park()` blocks the calling thread until its handle's
-/// `unpark()` (a token, so an early unpark is never lost).
 #[cfg(not(loom))]
 #[allow(unused_imports)]
 pub(crate) use std::thread::{current as current_thread, park, Thread};
@@ -246,23 +246,12 @@ impl Instant {
     }
 }
 
-/// A full memory fence as the model checker understands it.
-#[inline]
-pub(crate) fn fence_seqcst() {
-    #[cfg(loom)]
-    loom::sync::atomic::fence(Ordering::SeqCst);
-    #[cfg(not(loom))]
-    std::sync::atomic::fence(Ordering::SeqCst);
-}
-
-/// An acquire fence as the model checker understands it.
-#[inline]
-pub(crate) fn fence_acquire() {
-    #[cfg(loom)]
-    loom::sync::atomic::fence(Ordering::Acquire);
-    #[cfg(not(loom))]
-    std::sync::atomic::fence(Ordering::Acquire);
-}
+/// A memory fence as the model checker understands it.
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::fence;
+/// A memory fence as the model checker understands it (std's outside loom).
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::fence;
 
 /// The reader's half of the asymmetric fence pair; see the module docs.
 ///
