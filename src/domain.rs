@@ -11,7 +11,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::callback::Slot;
 use crate::gp::GpState;
+use crate::nocb::{default_stride, in_callback_of, Nocb, Stats};
 use crate::reader::{ReadGuard, ReadState};
 use crate::sync::{spawn_named, AtomicUsize, Ordering};
 
@@ -19,9 +21,40 @@ use crate::sync::{spawn_named, AtomicUsize, Ordering};
 pub(crate) struct Core {
     pub(crate) reader: ReadState,
     pub(crate) gp: GpState,
+    pub(crate) nocb: Nocb,
     /// Live [`Rcu`] handles (workers do not count).
     handles: AtomicUsize,
     thread_name_prefix: String,
+}
+
+impl Core {
+    pub(crate) fn thread_name_prefix(&self) -> &str {
+        &self.thread_name_prefix
+    }
+
+    /// Make sure grace period `target` runs without anyone blocking on it:
+    /// the engine thread (started here if needed) runs it, and tells the GP
+    /// workers when it is done.
+    pub(crate) fn request_gp(self: &Arc<Core>, target: u64) {
+        if self.gp.is_done(target) {
+            return;
+        }
+        let core = Arc::clone(self);
+        let name = format!("{}rcu_gp", self.thread_name_prefix);
+        self.gp.request(target, move || {
+            spawn_named(name, move || {
+                core.gp
+                    .engine_loop(&core.reader, || core.nocb.gp_completed(&core.gp))
+            })
+        });
+    }
+
+    /// Stop everything: run pending callbacks, then stop the callback
+    /// workers, then the engine.
+    fn shutdown(&self) {
+        self.nocb.shutdown(self);
+        self.gp.shutdown();
+    }
 }
 
 /// A handle to one RCU domain.
@@ -161,7 +194,16 @@ pub struct Builder {
     membarrier: bool,
     gp_spin_limit: u32,
     thread_name_prefix: String,
+    shards: Option<usize>,
+    gp_stride: Option<usize>,
+    callback_batch_limit: usize,
 }
+
+/// Largest accepted [`Builder::shards`] (worker names must fit 15 bytes).
+pub const MAX_SHARDS: usize = 1000;
+
+/// Default [`Builder::callback_batch_limit`].
+pub const DEFAULT_CALLBACK_BATCH_LIMIT: usize = 1024;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -171,6 +213,9 @@ impl Default for Builder {
             // a wakeup protocol to check, and spinning only multiplies states.
             gp_spin_limit: if cfg!(loom) { 0 } else { 1000 },
             thread_name_prefix: String::new(),
+            shards: None,
+            gp_stride: None,
+            callback_batch_limit: DEFAULT_CALLBACK_BATCH_LIMIT,
         }
     }
 }
@@ -204,8 +249,60 @@ impl Builder {
         self
     }
 
+    /// Number of callback shards, each with its own queue, lock and
+    /// callback worker thread (default: [`std::thread::available_parallelism`],
+    /// at most [`MAX_SHARDS`]; 1 under loom). A thread is given a shard at its
+    /// first `call()` (round robin over threads) and keeps it.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// Shards per grace-period worker (default about `n / isqrt(n)` for `n`
+    /// shards, as the kernel's `rcu_nocb_gp_stride`). Each group of `stride`
+    /// consecutive shards shares one GP worker thread.
+    pub fn gp_stride(mut self, stride: usize) -> Self {
+        self.gp_stride = Some(stride);
+        self
+    }
+
+    /// How many callbacks a callback worker invokes before it takes its
+    /// shard's lock again to account for them (default
+    /// [`DEFAULT_CALLBACK_BATCH_LIMIT`]). Smaller values let `barrier()` and
+    /// `stats()` see progress sooner; larger ones cost fewer lock round trips.
+    pub fn callback_batch_limit(mut self, limit: usize) -> Self {
+        self.callback_batch_limit = limit;
+        self
+    }
+
     /// Create the domain, or say which setting makes no sense.
     pub fn build(self) -> Result<Rcu, ConfigError> {
+        let shards = match self.shards {
+            Some(n) => n,
+            None if cfg!(loom) => 1,
+            None => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_SHARDS),
+        };
+        if shards == 0 || shards > MAX_SHARDS {
+            return Err(ConfigError::new(
+                "shards",
+                format!("{shards} shards: need between 1 and {MAX_SHARDS}"),
+            ));
+        }
+        let stride = self.gp_stride.unwrap_or_else(|| default_stride(shards));
+        if stride == 0 || stride > shards {
+            return Err(ConfigError::new(
+                "gp_stride",
+                format!("stride {stride}: need between 1 and the shard count {shards}"),
+            ));
+        }
+        if self.callback_batch_limit == 0 {
+            return Err(ConfigError::new(
+                "callback_batch_limit",
+                "a callback worker must be allowed at least one callback per batch",
+            ));
+        }
         if self.gp_spin_limit > MAX_GP_SPIN_LIMIT {
             return Err(ConfigError::new(
                 "gp_spin_limit",
@@ -237,6 +334,7 @@ impl Builder {
             core: Arc::new(Core {
                 reader: ReadState::new(light, self.gp_spin_limit),
                 gp: GpState::new(),
+                nocb: Nocb::new(shards, stride, self.callback_batch_limit),
                 handles: AtomicUsize::new(1),
                 thread_name_prefix: self.thread_name_prefix,
             }),
@@ -315,9 +413,12 @@ impl Rcu {
     /// # Panics
     ///
     /// If the calling thread is inside a read-side section of this domain
-    /// (waiting would deadlock).
+    /// (waiting would deadlock), or is running one of its callbacks (it would
+    /// stall every callback of its shard for a grace period; queue the rest
+    /// of the work with [`call`](Rcu::call) instead).
     pub fn synchronize(&self) {
         self.assert_not_reading("synchronize");
+        self.assert_not_in_callback("synchronize");
         let target = self.core.gp.snapshot();
         self.core.gp.wait_for(target, &self.core.reader);
     }
@@ -352,13 +453,7 @@ impl Rcu {
     /// ```
     pub fn start_poll(&self) -> GpCookie {
         let cookie = self.snapshot();
-        if !self.core.gp.is_done(cookie.seq) {
-            let core = Arc::clone(&self.core);
-            let name = format!("{}rcu_gp", self.core.thread_name_prefix);
-            self.core.gp.request(cookie.seq, move || {
-                spawn_named(name, move || core.gp.engine_loop(&core.reader))
-            });
-        }
+        self.core.request_gp(cookie.seq);
         cookie
     }
 
@@ -381,12 +476,108 @@ impl Rcu {
     ///
     /// # Panics
     ///
-    /// If the calling thread is inside a read-side section of this domain, or
-    /// `cookie` came from another domain.
+    /// If the calling thread is inside a read-side section of this domain or
+    /// is running one of its callbacks (see [`synchronize`](Rcu::synchronize)),
+    /// or if `cookie` came from another domain.
     pub fn cond_synchronize(&self, cookie: GpCookie) {
         self.assert_not_reading("cond_synchronize");
+        self.assert_not_in_callback("cond_synchronize");
         self.check_cookie(cookie);
         self.core.gp.wait_for(cookie.seq, &self.core.reader);
+    }
+
+    /// Run `f` on one of the domain's callback worker threads after a full
+    /// grace period: every read-side section of this domain that began
+    /// before this call has ended when `f` starts (kernel: `call_rcu`).
+    ///
+    /// Never blocks and never waits for a grace period; may be called inside
+    /// a read-side section and from a callback. Costs one lock of the
+    /// calling thread's shard and no allocation for closures of up to three
+    /// words (a `Box`, an `Arc`, a pointer and two integers...); larger
+    /// closures are boxed.
+    ///
+    /// # Which thread runs `f`
+    ///
+    /// The callback worker of the calling thread's shard (`{prefix}rcuo/N`),
+    /// started with its group's grace-period worker (`{prefix}rcuog/L`) on
+    /// the shard's first `call`. Callbacks of one thread run in the order
+    /// they were queued. A panic in `f` is caught: it is counted in
+    /// [`Stats::panics`], the first one is reported on stderr, and the
+    /// worker carries on.
+    ///
+    /// # When callbacks run at the latest
+    ///
+    /// When the last handle of the domain is dropped, all pending callbacks
+    /// run before the drop returns. The [`global`] domain is never dropped:
+    /// at process exit its pending callbacks are simply not run; call
+    /// [`barrier`](Rcu::barrier) first if they must.
+    ///
+    /// # Panics
+    ///
+    /// If the shard's workers must be started and the operating system
+    /// refuses to create a thread.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let rcu = rcu_offload::Rcu::new();
+    /// let ran = Arc::new(AtomicUsize::new(0));
+    /// let r = Arc::clone(&ran);
+    /// let cookie = rcu.snapshot();
+    /// let rcu2 = rcu.clone();
+    /// rcu.call(move || {
+    ///     assert!(rcu2.poll(cookie)); // a full grace period has elapsed
+    ///     r.fetch_add(1, Ordering::Relaxed);
+    /// });
+    /// rcu.barrier();
+    /// assert_eq!(ran.load(Ordering::Relaxed), 1);
+    /// ```
+    #[inline]
+    pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.core.nocb.call(&self.core, Slot::new(f));
+    }
+
+    /// Drop `b` on a callback worker after a full grace period (kernel:
+    /// `kfree_rcu`). Same guarantees as [`call`](Rcu::call); never allocates.
+    ///
+    /// ```
+    /// let rcu = rcu_offload::Rcu::new();
+    /// rcu.retire(Box::new([0u64; 8]));
+    /// rcu.barrier();
+    /// ```
+    #[inline]
+    pub fn retire<T: Send + 'static>(&self, b: Box<T>) {
+        self.call(move || drop(b));
+    }
+
+    /// Wait until every callback queued (on any thread) before this call has
+    /// run (kernel: `rcu_barrier`). Callbacks that those callbacks queue are
+    /// not waited for; call `barrier` again for them. Concurrent callers share
+    /// work.
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread is inside a read-side section of this domain, or
+    /// is running one of its callbacks: either would wait for itself forever.
+    pub fn barrier(&self) {
+        self.assert_not_reading("barrier");
+        self.assert_not_in_callback("barrier");
+        crate::barrier::barrier(&self.core);
+    }
+
+    /// A snapshot of the domain's callback and grace-period counters.
+    ///
+    /// ```
+    /// let rcu = rcu_offload::Rcu::builder().shards(2).build().unwrap();
+    /// rcu.call(|| ());
+    /// rcu.barrier();
+    /// let s = rcu.stats();
+    /// assert_eq!((s.queued(), s.pending(), s.shards.len()), (1, 0, 2));
+    /// ```
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.core.nocb.stats(&self.core.gp)
     }
 
     /// How many grace periods this domain has completed.
@@ -404,6 +595,20 @@ impl Rcu {
                  itself forever. Drop the ReadGuard first."
             );
         }
+    }
+
+    fn assert_not_in_callback(&self, what: &str) {
+        if in_callback_of(self.core.reader.id()) {
+            panic!(
+                "rcu_offload: {what}() called from a callback of the same domain; \
+                 callbacks run on the domain's callback workers, which cannot wait \
+                 for themselves. Queue more work with call() instead."
+            );
+        }
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     fn check_cookie(&self, cookie: GpCookie) {
@@ -433,7 +638,17 @@ impl Clone for Rcu {
 impl Drop for Rcu {
     fn drop(&mut self) {
         if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.core.gp.shutdown();
+            if in_callback_of(self.core.reader.id()) {
+                // The last handle died inside one of the domain's own
+                // callbacks (say, a retired value owned it): this thread is a
+                // CB worker and cannot join itself. A reaper thread does the
+                // shutdown once the callback has returned.
+                let core = Arc::clone(&self.core);
+                let name = format!("{}rcu_reap", self.core.thread_name_prefix);
+                drop(spawn_named(name, move || core.shutdown()));
+            } else {
+                self.core.shutdown();
+            }
         }
     }
 }

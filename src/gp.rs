@@ -159,8 +159,10 @@ impl GpState {
         }
     }
 
-    /// The engine thread's loop: run grace periods while someone needs one.
-    pub(crate) fn engine_loop(&self, readers: &ReadState) {
+    /// The engine thread's loop: run grace periods while someone needs one,
+    /// calling `on_done` after each grace period it waited for (this is how
+    /// sleeping GP workers learn that their grace period completed).
+    pub(crate) fn engine_loop(&self, readers: &ReadState, on_done: impl Fn()) {
         loop {
             let target = {
                 let mut e = self.engine.lock();
@@ -175,6 +177,7 @@ impl GpState {
                 }
             };
             self.wait_for(target, readers);
+            on_done();
         }
     }
 

@@ -42,18 +42,38 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod barrier;
+mod callback;
+mod cell;
 mod domain;
 mod gp;
 #[cfg(not(loom))]
 mod membarrier;
+mod nocb;
 mod reader;
+mod segcblist;
 mod seq;
 mod sync;
+mod worker;
 
+pub use cell::RcuCell;
 #[cfg(not(loom))]
 pub use domain::global;
-pub use domain::{Builder, ConfigError, GpCookie, Rcu, MAX_GP_SPIN_LIMIT, MAX_THREAD_NAME_PREFIX};
+pub use domain::{
+    Builder, ConfigError, GpCookie, Rcu, DEFAULT_CALLBACK_BATCH_LIMIT, MAX_GP_SPIN_LIMIT,
+    MAX_SHARDS, MAX_THREAD_NAME_PREFIX,
+};
+pub use nocb::{ShardStats, Stats};
 pub use reader::ReadGuard;
+
+/// Put the calling thread on callback shard `index` (modulo each domain's
+/// shard count). Only in `cfg(loom)` builds, for the models; real threads are
+/// assigned round robin.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_set_shard(index: usize) {
+    nocb::set_shard_hint(index)
+}
 
 /// The README's examples are compiled and run as doctests.
 #[cfg(doctest)]

@@ -378,6 +378,14 @@ pub struct ReadGuard<'a> {
     _not_send: PhantomData<*mut ()>,
 }
 
+impl ReadGuard<'_> {
+    /// The id of the domain this section belongs to.
+    #[inline]
+    pub(crate) fn domain_id(&self) -> u64 {
+        self.state.id()
+    }
+}
+
 impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {

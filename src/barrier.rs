@@ -1,0 +1,124 @@
+//! `barrier()`: wait until every callback queued before it has run. Mirrors
+//! the kernel's `rcu_barrier()` (kernel/rcu/tree.c, `rcu_barrier_entrain`).
+//!
+//! A barrier entrains one internal callback at the end of every shard whose
+//! length is non-zero, and waits until each has run. A shard's callbacks are
+//! invoked in FIFO order by its one CB worker, so the internal callback runs
+//! only after every callback queued on that shard before it; entraining at
+//! the end of the *last non-empty segment* makes it wait for no grace period
+//! its predecessors do not already wait for.
+//!
+//! # Invariant
+//!
+//! A callback whose `call()` happened before `barrier()` began has run, and
+//! its effects are visible, when `barrier()` returns. Either the barrier
+//! reads its shard's length as non-zero and entrains behind it, or it reads
+//! the length after the CB worker lowered it, which happens only after the
+//! callback returned (`Release`/`Acquire`). Entraining never makes a list go
+//! from "nothing pending" to "something pending" (it joins the last
+//! *non-empty* segment, or DONE), so the only wake it may owe is the CB
+//! worker's, when it lands in DONE. Checked by the loom model
+//! `barrier_races_enqueue_and_invocation` (mutant `cb_len_early`) and, for
+//! shutdown, `shutdown_runs_pending_callbacks` (mutant `shutdown_no_drain`).
+//!
+//! Concurrent barriers share work as the kernel's do: a caller that finds
+//! that a whole barrier ran after it arrived (`barrier_seq`, an `rcu_seq`)
+//! returns at once. Callbacks queued by callbacks after the barrier began
+//! are not waited for.
+
+use std::sync::Arc;
+
+use crate::callback::Slot;
+use crate::domain::Core;
+use crate::segcblist::DONE;
+use crate::seq;
+use crate::sync::{fence, AtomicU64, Condvar, Mutex, Ordering};
+
+/// Per-domain barrier bookkeeping.
+pub(crate) struct BarrierState {
+    /// Serializes barriers.
+    lock: Mutex<()>,
+    /// `rcu_seq`-style count of barriers, written under `lock`.
+    seq: AtomicU64,
+}
+
+impl BarrierState {
+    pub(crate) fn new() -> Self {
+        BarrierState {
+            lock: Mutex::new(()),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Internal callbacks still to run, and the waiting barrier.
+struct Pending {
+    remaining: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Pending {
+    fn done_one(&self) {
+        let mut r = self.remaining.lock();
+        *r -= 1;
+        if *r == 0 {
+            drop(r);
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// Wait until every callback of `core`'s domain queued before this call has
+/// run. The caller has checked that it is neither reading nor a callback of
+/// this domain.
+pub(crate) fn barrier(core: &Core) {
+    let nocb = &core.nocb;
+    let state = &nocb.barrier;
+    let s = seq::snap(state.seq.load(Ordering::Acquire));
+    let _serial = state.lock.lock();
+    if seq::done(state.seq.load(Ordering::Acquire), s) {
+        // A whole barrier started and ended after we arrived.
+        return;
+    }
+    state.seq.store(
+        seq::start(state.seq.load(Ordering::Relaxed)),
+        Ordering::Relaxed,
+    );
+    // Order the caller's earlier accesses (its `call()`s, and what it saw of
+    // other threads' calls) before the length reads below (kernel: the
+    // `smp_mb()` at the top of `rcu_barrier`).
+    fence(Ordering::SeqCst);
+    let pending = Arc::new(Pending {
+        remaining: Mutex::new(1),
+        cv: Condvar::new(),
+    });
+    for (i, shard) in nocb.shards.iter().enumerate() {
+        if shard.len.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let mut l = shard.list.lock();
+        if shard.len.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
+        *pending.remaining.lock() += 1;
+        let p = Arc::clone(&pending);
+        let seg = l.cbs.entrain(Slot::new(move || p.done_one()));
+        l.barrier_entrained += 1;
+        shard
+            .len
+            .store(shard.len.load(Ordering::Relaxed) + 1, Ordering::Release);
+        if seg == DONE {
+            nocb.wake_cb_worker(i, &l);
+        }
+    }
+    pending.done_one();
+    let mut r = pending.remaining.lock();
+    while *r != 0 {
+        pending.cv.wait(&mut r);
+    }
+    drop(r);
+    state.seq.store(
+        seq::end(state.seq.load(Ordering::Relaxed)),
+        Ordering::Release,
+    );
+}

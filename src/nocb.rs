@@ -1,0 +1,468 @@
+//! Offloaded callbacks: shards, groups, the enqueue path and every wake
+//! decision. Mirrors the kernel's no-CBs machinery (kernel/rcu/tree_nocb.h):
+//! a shard is an `rcu_data` with its `cblist`, a group is the set of shards
+//! one `rcuog` kthread serves, and the wake functions here stand for
+//! `__call_rcu_nocb_wake` / `wake_nocb_gp`.
+//!
+//! ```text
+//!  call(f) ──► shard S: list lock ─► SegCbList::enqueue ─► "was all done"?
+//!                                                      │ yes
+//!                                                      ▼
+//!  GP worker of S's group ◄──────────── wake_gp_worker(group)   (this module)
+//!   scan: advance, accelerate, request GPs ──► GP engine ──► gp_completed()
+//!   sleep until woken or the earliest awaited GP is done   (worker.rs)
+//!   advance into DONE ─► wake CB worker of S
+//!  CB worker of S: extract DONE, invoke outside the lock (worker.rs)
+//!  barrier(): entrain on every non-empty shard, wait      (barrier.rs)
+//! ```
+//!
+//! # Invariants
+//!
+//! * **No stranded callback.** A shard whose list has pending callbacks
+//!   (WAIT, NEXT_READY or NEXT non-empty) will be scanned again by its group's
+//!   GP worker. Every enqueue that turns a list from "nothing pending" into
+//!   "something pending" wakes the GP worker ([`Nocb::call`]); every scan
+//!   that leaves pending callbacks ends in a sleep that a completing grace
+//!   period ends ([`Nocb::gp_completed`]); and the GP worker marks itself
+//!   asleep *before* it scans, under the group's wake lock, so a wake racing
+//!   the scan is never lost. Checked by the loom models
+//!   `enqueue_races_gp_worker_sleep` and `advance_races_gp_completion`
+//!   (loom-tests/tests/callbacks.rs).
+//! * **Wake state lives on the group.** Only [`Group::wake`] holds it; all
+//!   decisions to wake a GP worker are taken by the functions in this module
+//!   (the deferred-wakeup levels of the next stage join them here).
+//! * **Shard length.** `Shard::len` counts the callbacks of the shard's list
+//!   plus those a CB worker has taken out but not yet finished invoking. It is
+//!   written only under the list lock and read by `barrier()` without it;
+//!   it falls only after the callbacks it counted have returned, with
+//!   `Release`, so a reader that sees it fall also sees their effects.
+//!
+//! # Shards
+//!
+//! A thread is given a shard index at its first `call()` (round robin over
+//! the threads of the process) and keeps it for every domain, modulo the
+//! domain's shard count: a thread's callbacks therefore stay in FIFO order.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+
+use crate::callback::Slot;
+use crate::domain::Core;
+use crate::gp::GpState;
+use crate::segcblist::SegCbList;
+use crate::sync::{
+    mutant, rcu_thread_local, spawn_named, AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle,
+    Mutex, Ordering,
+};
+
+/// A shard's list and everything else its lock protects.
+pub(crate) struct ShardList {
+    pub(crate) cbs: SegCbList,
+    /// The CB worker is waiting on `Shard::cb_cv`.
+    pub(crate) cb_sleeping: bool,
+    /// Shut down: the CB worker exits once DONE is empty.
+    pub(crate) stop: bool,
+    pub(crate) queued: u64,
+    pub(crate) invoked: u64,
+    pub(crate) cb_wakeups: u64,
+    pub(crate) barrier_entrained: u64,
+}
+
+/// One callback queue with its CB worker (kernel: an offloaded `rcu_data`).
+pub(crate) struct Shard {
+    pub(crate) list: Mutex<ShardList>,
+    /// The CB worker sleeps here, under `list`'s lock.
+    pub(crate) cb_cv: Condvar,
+    /// See the module docs ("Shard length").
+    pub(crate) len: AtomicUsize,
+    /// This shard's workers have been started.
+    started: AtomicBool,
+}
+
+/// The wake state of a group, on its leader (kernel: `nocb_gp_sleep`,
+/// `nocb_gp_lock` of the `rdp_gp`).
+pub(crate) struct GroupWake {
+    /// `true` from the moment the GP worker starts a scan until someone
+    /// wakes it: a waker that finds it `true` sets it `false` and notifies.
+    pub(crate) sleep: bool,
+    /// The grace period the sleeping GP worker waits for, if any.
+    pub(crate) awaited: Option<u64>,
+    /// Shut down: the GP worker exits.
+    pub(crate) stop: bool,
+    pub(crate) wakeups: u64,
+}
+
+/// A GP worker and the shards it serves (kernel: an `rcuog` kthread's
+/// group, led by its first CPU).
+pub(crate) struct Group {
+    pub(crate) leader: usize,
+    pub(crate) shards: std::ops::Range<usize>,
+    pub(crate) wake: Mutex<GroupWake>,
+    pub(crate) cv: Condvar,
+}
+
+/// Worker threads, started lazily.
+struct Workers {
+    group_started: Vec<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Per-domain callback machinery.
+pub(crate) struct Nocb {
+    pub(crate) shards: Box<[CachePadded<Shard>]>,
+    pub(crate) groups: Box<[Group]>,
+    pub(crate) stride: usize,
+    pub(crate) batch_limit: usize,
+    workers: Mutex<Workers>,
+    /// Some worker has ever been started (nothing to drain otherwise).
+    any_started: AtomicBool,
+    pub(crate) panics: AtomicU64,
+    pub(crate) panic_reported: AtomicBool,
+    pub(crate) barrier: crate::barrier::BarrierState,
+}
+
+rcu_thread_local! {
+    /// This thread's shard index, before reduction modulo a domain's shard
+    /// count; `usize::MAX` until the first `call()`.
+    static SHARD_HINT: Cell<usize> = Cell::new(usize::MAX);
+}
+
+rcu_thread_local! {
+    /// The domain whose callback this thread is running (0: none).
+    static IN_CALLBACK: Cell<u64> = Cell::new(0);
+}
+
+/// The calling thread's shard hint.
+#[inline]
+fn shard_hint() -> usize {
+    SHARD_HINT.with(|h| {
+        let v = h.get();
+        if v != usize::MAX {
+            return v;
+        }
+        let v = first_shard_hint();
+        h.set(v);
+        v
+    })
+}
+
+#[cfg(not(loom))]
+#[cold]
+fn first_shard_hint() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(loom)]
+fn first_shard_hint() -> usize {
+    // Deterministic under the model checker; models pick shards explicitly.
+    0
+}
+
+/// Put the calling thread on shard `index` (modulo each domain's shard
+/// count). Only for the loom models.
+#[cfg(loom)]
+pub(crate) fn set_shard_hint(index: usize) {
+    SHARD_HINT.with(|h| h.set(index));
+}
+
+/// Is the calling thread running a callback of domain `id`?
+pub(crate) fn in_callback_of(id: u64) -> bool {
+    IN_CALLBACK.with(|c| c.get()) == id
+}
+
+/// Marks the calling thread as running callbacks of a domain while alive.
+pub(crate) struct CallbackScope(u64);
+
+impl CallbackScope {
+    pub(crate) fn enter(id: u64) -> CallbackScope {
+        CallbackScope(IN_CALLBACK.with(|c| c.replace(id)))
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(self.0));
+    }
+}
+
+/// The kernel's default GP-kthread stride: about `n / isqrt(n)` shards per
+/// group (`rcu_nocb_gp_stride == -1`).
+pub(crate) fn default_stride(n: usize) -> usize {
+    let r = n.isqrt().max(1);
+    (n / r).max(1)
+}
+
+impl Nocb {
+    pub(crate) fn new(shards: usize, stride: usize, batch_limit: usize) -> Nocb {
+        let groups: Box<[Group]> = (0..shards)
+            .step_by(stride)
+            .map(|leader| Group {
+                leader,
+                shards: leader..(leader + stride).min(shards),
+                wake: Mutex::new(GroupWake {
+                    sleep: false,
+                    awaited: None,
+                    stop: false,
+                    wakeups: 0,
+                }),
+                cv: Condvar::new(),
+            })
+            .collect();
+        Nocb {
+            shards: (0..shards)
+                .map(|_| {
+                    CachePadded::new(Shard {
+                        list: Mutex::new(ShardList {
+                            cbs: SegCbList::default(),
+                            cb_sleeping: false,
+                            stop: false,
+                            queued: 0,
+                            invoked: 0,
+                            cb_wakeups: 0,
+                            barrier_entrained: 0,
+                        }),
+                        cb_cv: Condvar::new(),
+                        len: AtomicUsize::new(0),
+                        started: AtomicBool::new(false),
+                    })
+                })
+                .collect(),
+            workers: Mutex::new(Workers {
+                group_started: vec![false; groups.len()],
+                handles: Vec::new(),
+            }),
+            groups,
+            stride,
+            batch_limit,
+            any_started: AtomicBool::new(false),
+            panics: AtomicU64::new(0),
+            panic_reported: AtomicBool::new(false),
+            barrier: crate::barrier::BarrierState::new(),
+        }
+    }
+
+    /// The group serving shard `i`.
+    pub(crate) fn group_of(&self, i: usize) -> &Group {
+        &self.groups[i / self.stride]
+    }
+
+    /// Queue `slot` on the calling thread's shard (kernel: `call_rcu` on an
+    /// offloaded CPU).
+    #[inline]
+    pub(crate) fn call(&self, core: &Arc<Core>, slot: Slot) {
+        let i = shard_hint() % self.shards.len();
+        let shard = &self.shards[i];
+        if !shard.started.load(Ordering::Acquire) {
+            self.start_workers(core, i);
+        }
+        let was_all_done = {
+            let mut l = shard.list.lock();
+            let was_all_done = l.cbs.pending() == 0;
+            l.cbs.enqueue(slot);
+            l.queued += 1;
+            // Written only under the lock: a plain increment suffices.
+            shard
+                .len
+                .store(shard.len.load(Ordering::Relaxed) + 1, Ordering::Release);
+            was_all_done
+        };
+        if was_all_done && !mutant("enqueue_no_wake") {
+            self.wake_gp_worker(self.group_of(i));
+        }
+    }
+
+    /// Wake `group`'s GP worker if it is (or is about to go) asleep
+    /// (kernel: `wake_nocb_gp`). The one place that ends a GP worker's
+    /// sleep on behalf of new work.
+    pub(crate) fn wake_gp_worker(&self, group: &Group) {
+        let mut w = group.wake.lock();
+        if w.sleep {
+            w.sleep = false;
+            drop(w);
+            group.cv.notify_one();
+        }
+    }
+
+    /// Called by the grace-period engine after each grace period it waited
+    /// for: wake every GP worker whose awaited grace period is now done.
+    pub(crate) fn gp_completed(&self, gp: &GpState) {
+        for group in self.groups.iter() {
+            let w = group.wake.lock();
+            if w.awaited.is_some_and(|s| gp.is_done(s)) && !mutant("gp_done_no_notify") {
+                drop(w);
+                group.cv.notify_one();
+            }
+        }
+    }
+
+    /// Wake shard `i`'s CB worker if it sleeps and has work. The caller
+    /// holds the shard's list lock (passed in as `l`).
+    pub(crate) fn wake_cb_worker(&self, i: usize, l: &ShardList) {
+        if l.cb_sleeping && l.cbs.done() != 0 {
+            self.shards[i].cb_cv.notify_one();
+        }
+    }
+
+    /// Start shard `i`'s CB worker and its group's GP worker, if not yet.
+    #[cold]
+    fn start_workers(&self, core: &Arc<Core>, i: usize) {
+        let mut w = self.workers.lock();
+        let shard = &self.shards[i];
+        if shard.started.load(Ordering::Relaxed) {
+            return;
+        }
+        let prefix = core.thread_name_prefix();
+        let g = i / self.stride;
+        if !w.group_started[g] {
+            let c = Arc::clone(core);
+            let leader = self.groups[g].leader;
+            w.handles
+                .push(spawn_named(format!("{prefix}rcuog/{leader}"), move || {
+                    crate::worker::gp_worker(&c, g)
+                }));
+            w.group_started[g] = true;
+        }
+        let c = Arc::clone(core);
+        w.handles
+            .push(spawn_named(format!("{prefix}rcuo/{i}"), move || {
+                crate::worker::cb_worker(&c, i)
+            }));
+        self.any_started.store(true, Ordering::Relaxed);
+        shard.started.store(true, Ordering::Release);
+    }
+
+    /// Run every pending callback, then stop and join the workers. Called
+    /// once, when the last handle of the domain is dropped, before the
+    /// grace-period engine stops (the callbacks need its grace periods).
+    pub(crate) fn shutdown(&self, core: &Core) {
+        if !self.any_started.load(Ordering::Acquire) {
+            return;
+        }
+        if !mutant("shutdown_no_drain") {
+            // Callbacks may queue callbacks: drain until nothing is left.
+            loop {
+                crate::barrier::barrier(core);
+                if self
+                    .shards
+                    .iter()
+                    .all(|s| s.len.load(Ordering::Acquire) == 0)
+                {
+                    break;
+                }
+            }
+        }
+        for group in self.groups.iter() {
+            group.wake.lock().stop = true;
+            group.cv.notify_all();
+        }
+        for shard in self.shards.iter() {
+            shard.list.lock().stop = true;
+            shard.cb_cv.notify_all();
+        }
+        let handles = std::mem::take(&mut self.workers.lock().handles);
+        for h in handles {
+            if h.join().is_err() {
+                panic!("rcu_offload: a callback worker thread panicked");
+            }
+        }
+    }
+
+    /// Count a panicking callback, and report the first one of the domain.
+    pub(crate) fn report_panic(&self, shard: usize) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        if !self.panic_reported.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "rcu_offload: a callback panicked on callback worker rcuo/{shard}; \
+                 the worker carries on with the other callbacks. Further panics \
+                 of this domain are only counted (Rcu::stats().panics)."
+            );
+        }
+    }
+}
+
+/// A snapshot of a domain's callback counters, from [`Rcu::stats`](crate::Rcu::stats).
+///
+/// The counters are read shard by shard, not atomically across shards, so a
+/// snapshot taken while callbacks flow may be slightly inconsistent between
+/// shards (never within one). The one internal callback that each
+/// [`barrier`](crate::Rcu::barrier) entrains on each non-empty shard is not
+/// counted in `queued`; it is counted in `invoked` and `pending`, and in
+/// [`ShardStats::barrier_callbacks`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per-shard counters, by shard index.
+    pub shards: Vec<ShardStats>,
+    /// Grace periods the domain has completed.
+    pub grace_periods: u64,
+    /// Callbacks that panicked (caught by their worker).
+    pub panics: u64,
+    /// Times a GP worker woke up, over all groups.
+    pub gp_worker_wakeups: u64,
+}
+
+/// One shard's counters; see [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// Callbacks queued by `call`/`retire` on this shard.
+    pub queued: u64,
+    /// Callbacks that have finished running (or panicking).
+    pub invoked: u64,
+    /// Callbacks queued and not yet finished.
+    pub pending: u64,
+    /// Times the shard's CB worker woke up.
+    pub cb_worker_wakeups: u64,
+    /// Internal callbacks entrained by `barrier()`.
+    pub barrier_callbacks: u64,
+}
+
+impl Stats {
+    /// Callbacks queued, over all shards.
+    pub fn queued(&self) -> u64 {
+        self.shards.iter().map(|s| s.queued).sum()
+    }
+
+    /// Callbacks invoked, over all shards.
+    pub fn invoked(&self) -> u64 {
+        self.shards.iter().map(|s| s.invoked).sum()
+    }
+
+    /// Callbacks pending, over all shards.
+    pub fn pending(&self) -> u64 {
+        self.shards.iter().map(|s| s.pending).sum()
+    }
+
+    /// CB-worker wakeups, over all shards.
+    pub fn cb_worker_wakeups(&self) -> u64 {
+        self.shards.iter().map(|s| s.cb_worker_wakeups).sum()
+    }
+}
+
+impl Nocb {
+    pub(crate) fn stats(&self, gp: &GpState) -> Stats {
+        let shards = self
+            .shards
+            .iter()
+            .map(|s| {
+                let l = s.list.lock();
+                ShardStats {
+                    queued: l.queued,
+                    invoked: l.invoked,
+                    pending: s.len.load(Ordering::Relaxed) as u64,
+                    cb_worker_wakeups: l.cb_wakeups,
+                    barrier_callbacks: l.barrier_entrained,
+                }
+            })
+            .collect();
+        Stats {
+            shards,
+            grace_periods: gp.completed(),
+            panics: self.panics.load(Ordering::Relaxed),
+            gp_worker_wakeups: self.groups.iter().map(|g| g.wake.lock().wakeups).sum(),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The two worker loops: the GP worker of a group of shards (kernel:
+//! `nocb_gp_wait`, the `rcuog` kthread) and the CB worker of one shard
+//! (kernel: `nocb_cb_wait` + `rcu_do_batch`, the `rcuo` kthread).
+//!
+//! # GP worker
+//!
+//! ```text
+//! loop:
+//!   wake lock: sleep = true                       (1) before the scan
+//!   for each shard of the group, under its list lock:
+//!     advance done segments into DONE, wake the CB worker if it has work
+//!     accelerate NEXT onto snapshot(); if newly numbered: request that GP
+//!     note the earliest grace period still awaited
+//!   wake lock: awaited = earliest
+//!     sleep until sleep == false (someone woke us)  (2)
+//!            or the awaited grace period is done    (3)
+//! ```
+//!
+//! (1) is what makes a racing enqueue safe: an enqueuer that finds nothing
+//! pending wakes us *after* adding its callback, so either our scan saw the
+//! callback, or the wake found `sleep == true` and cleared it, and (2) does
+//! not wait. (3) is ended by [`Nocb::gp_completed`], which the grace-period
+//! engine calls after every grace period it waited for; `awaited` is set and
+//! checked under the same lock that call takes, so a completion racing our
+//! decision to sleep is never lost. Checked by the loom models
+//! `enqueue_races_gp_worker_sleep` and `advance_races_gp_completion`
+//! (mutants `gp_sleep_after_scan`, `await_unlocked`).
+//!
+//! The GP worker asks the engine only for the grace periods that
+//! [`SegCbList::accelerate`](crate::segcblist::SegCbList::accelerate) newly
+//! assigned: a number already assigned was requested when it was assigned,
+//! and the engine's request is a wrap-safe maximum that is never lowered.
+//!
+//! # CB worker
+//!
+//! It takes the whole DONE segment out under the list lock, invokes up to
+//! `batch_limit` callbacks outside any lock, each under `catch_unwind`, puts
+//! the unrun rest back in front of DONE, and lowers the shard length by the
+//! number it finished only then. It sleeps under the list lock when DONE is
+//! empty; whoever fills DONE (the GP worker's advance, a barrier entrain on
+//! an otherwise empty list) wakes it under that lock. Checked by the loom
+//! model `cb_worker_drains_while_enqueuing` (mutant `cb_len_early`).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::callback::BlockCache;
+use crate::domain::Core;
+use crate::nocb::CallbackScope;
+use crate::sync::{mutant, Ordering};
+
+/// The GP worker of group `g`.
+pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
+    let nocb = &core.nocb;
+    let group = &nocb.groups[g];
+    loop {
+        if !mutant("gp_sleep_after_scan") {
+            let mut w = group.wake.lock();
+            if w.stop {
+                return;
+            }
+            w.sleep = true;
+        }
+        let mut earliest: Option<u64> = None;
+        for i in group.shards.clone() {
+            let shard = &nocb.shards[i];
+            let mut l = shard.list.lock();
+            l.cbs.advance(|s| core.gp.is_done(s));
+            nocb.wake_cb_worker(i, &l);
+            if l.cbs.unnumbered() != 0 {
+                let s = core.gp.snapshot();
+                if l.cbs.accelerate(s) {
+                    core.request_gp(s);
+                }
+            }
+            let first = l.cbs.waiting_for().next();
+            if let Some(s) = first {
+                if earliest.is_none_or(|e| crate::seq::before(s, e)) {
+                    earliest = Some(s);
+                }
+            }
+        }
+        let mut w = group.wake.lock();
+        if mutant("gp_sleep_after_scan") {
+            // Broken variant: a wake that raced the scan above is lost.
+            w.sleep = true;
+        }
+        if mutant("await_unlocked") {
+            // Broken variant: decide on the grace period before publishing
+            // what we wait for, outside the lock that gp_completed takes.
+            drop(w);
+            let done = earliest.is_some_and(|s| core.gp.is_done(s));
+            w = group.wake.lock();
+            w.awaited = earliest;
+            if !done {
+                while w.sleep && !w.stop {
+                    group.cv.wait(&mut w);
+                }
+            }
+        } else {
+            w.awaited = earliest;
+            while w.sleep && !w.stop && !earliest.is_some_and(|s| core.gp.is_done(s)) {
+                group.cv.wait(&mut w);
+            }
+        }
+        w.awaited = None;
+        w.wakeups += 1;
+        if w.stop {
+            return;
+        }
+    }
+}
+
+/// The CB worker of shard `i`.
+pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
+    let nocb = &core.nocb;
+    let shard = &nocb.shards[i];
+    let mut cache = BlockCache::default();
+    let _scope = CallbackScope::enter(core.reader.id());
+    let mut l = shard.list.lock();
+    loop {
+        if l.cbs.done() == 0 {
+            if l.stop {
+                return;
+            }
+            l.cb_sleeping = true;
+            shard.cb_cv.wait(&mut l);
+            l.cb_sleeping = false;
+            l.cb_wakeups += 1;
+            continue;
+        }
+        let mut batch = l.cbs.extract_done();
+        if mutant("cb_len_early") {
+            // Broken variant: count the batch as finished before running it.
+            let n = batch.len().min(nocb.batch_limit);
+            shard
+                .len
+                .store(shard.len.load(Ordering::Relaxed) - n, Ordering::Release);
+        }
+        drop(l);
+        let mut ran = 0;
+        while ran < nocb.batch_limit {
+            let Some(slot) = batch.pop_front(&mut cache) else {
+                break;
+            };
+            if catch_unwind(AssertUnwindSafe(|| slot.invoke())).is_err() {
+                nocb.report_panic(i);
+            }
+            ran += 1;
+        }
+        l = shard.list.lock();
+        if batch.is_empty() {
+            l.cbs.recycle(batch);
+        } else {
+            l.cbs.reinsert_done(batch);
+        }
+        l.cbs.take_spare_blocks(&mut cache);
+        l.invoked += ran as u64;
+        if !mutant("cb_len_early") {
+            shard
+                .len
+                .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
+        }
+    }
+}
