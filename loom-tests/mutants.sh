@@ -22,6 +22,15 @@ MUTANTS=(
   "poll_early|grace_period::poll_never_early|after it was freed"
   "engine_no_notify|grace_period::start_poll_completes|maximum number of branches"
   "shutdown_no_notify|grace_period::domain_drop_joins_engine|deadlock"
+  "gp_sleep_after_scan|callbacks::enqueue_races_gp_worker_sleep|deadlock"
+  "enqueue_no_wake|callbacks::enqueue_races_gp_worker_sleep|deadlock"
+  "await_unlocked|callbacks::advance_races_gp_completion|deadlock"
+  "gp_done_no_notify|callbacks::advance_races_gp_completion|deadlock"
+  "advance_early|callbacks::advance_races_gp_completion|after it was freed"
+  "advance_early|callbacks::rcu_cell_replace_and_read|dropped under a reader"
+  "cb_no_recheck|callbacks::cb_worker_drains_while_enqueuing|deadlock"
+  "cb_len_early|callbacks::barrier_races_enqueue_and_invocation|barrier() returned before"
+  "shutdown_no_drain|callbacks::shutdown_runs_pending_callbacks|callbacks lost at shutdown"
 )
 
 cargo build --release --tests --quiet || exit 2

@@ -3,9 +3,12 @@
 //!
 //! Readers enter a read-side section with [`Rcu::read`], which costs about a
 //! nanosecond and a half and never waits for a writer. Updaters unpublish
-//! data and then wait for a *grace period* — [`Rcu::synchronize`], or the polled
-//! [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader can still
-//! hold the old data, so it may be freed.
+//! data and then either wait for a *grace period* — [`Rcu::synchronize`], or
+//! the polled [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader
+//! can still hold the old data, or hand the freeing to the domain's worker
+//! threads with [`Rcu::call`] / [`Rcu::retire`], which run it after a grace
+//! period without the updater waiting at all. [`RcuCell`] wraps the whole
+//! pattern in a safe pointer type.
 //!
 //! # Layout
 //!
@@ -16,7 +19,13 @@
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers`, `reader_registers_and_exits_during_gp` |
 //! | `seq` | kernel-style grace-period sequence numbers | unit tests |
 //! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early`, `start_poll_completes` |
-//! | `domain` | the public [`Rcu`] handle, [`Builder`], [`global`] | `domain_drop_joins_engine` |
+//! | `callback` | type-erased callbacks stored inline in chunked blocks | unit tests |
+//! | `segcblist` | the segmented callback list (DONE / WAIT / NEXT_READY / NEXT) | property tests against an oracle |
+//! | `nocb` | shards, groups, the enqueue path, every wake decision, stats | `enqueue_races_gp_worker_sleep`, `advance_races_gp_completion` |
+//! | `worker` | the GP-worker and CB-worker loops | `advance_races_gp_completion`, `cb_worker_drains_while_enqueuing` |
+//! | `barrier` | `barrier()`: entrain on every non-empty shard and wait | `barrier_races_enqueue_and_invocation`, `shutdown_runs_pending_callbacks` |
+//! | `cell` | [`RcuCell`], the safe RCU-protected pointer | `rcu_cell_replace_and_read` |
+//! | `domain` | the public [`Rcu`] handle, [`Builder`], [`global`] | `domain_drop_joins_engine`, `shutdown_runs_pending_callbacks` |
 //!
 //! # Memory model
 //!

@@ -342,14 +342,14 @@ impl Nocb {
             return;
         }
         if !mutant("shutdown_no_drain") {
-            // Callbacks may queue callbacks: drain until nothing is left.
+            // Callbacks may queue callbacks: repeat until a barrier saw no
+            // new callback queued while it ran. Then every callback ever
+            // queued has run, and none can be queued any more (no handle is
+            // left outside, and no callback is left to run).
             loop {
+                let before = self.total_queued();
                 crate::barrier::barrier(core);
-                if self
-                    .shards
-                    .iter()
-                    .all(|s| s.len.load(Ordering::Acquire) == 0)
-                {
+                if self.total_queued() == before {
                     break;
                 }
             }
@@ -368,6 +368,11 @@ impl Nocb {
                 panic!("rcu_offload: a callback worker thread panicked");
             }
         }
+    }
+
+    /// Callbacks ever queued by `call()`, over all shards.
+    fn total_queued(&self) -> u64 {
+        self.shards.iter().map(|s| s.list.lock().queued).sum()
     }
 
     /// Count a panicking callback, and report the first one of the domain.

@@ -64,7 +64,9 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
         for i in group.shards.clone() {
             let shard = &nocb.shards[i];
             let mut l = shard.list.lock();
-            l.cbs.advance(|s| core.gp.is_done(s));
+            // Mutant `advance_early`: DONE without the grace period.
+            l.cbs
+                .advance(|s| mutant("advance_early") || core.gp.is_done(s));
             nocb.wake_cb_worker(i, &l);
             if l.cbs.unnumbered() != 0 {
                 let s = core.gp.snapshot();
@@ -148,6 +150,13 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
             ran += 1;
         }
         l = shard.list.lock();
+        if mutant("cb_no_recheck") && !l.stop {
+            // Broken variant: back to sleep after a batch without looking at
+            // DONE; a wake sent while we were invoking is lost.
+            l.cb_sleeping = true;
+            shard.cb_cv.wait(&mut l);
+            l.cb_sleeping = false;
+        }
         if batch.is_empty() {
             l.cbs.recycle(batch);
         } else {

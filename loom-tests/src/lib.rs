@@ -67,6 +67,9 @@ pub enum Bound {
     /// At most this many preemptions per execution, unless the environment
     /// variable `LOOM_MAX_PREEMPTIONS` says otherwise (CI sets it).
     Preemptions(usize),
+    /// Exactly this many preemptions, whatever `LOOM_MAX_PREEMPTIONS` says:
+    /// for models whose thread count makes a higher bound impractical.
+    Fixed(usize),
 }
 
 /// Spawn a reader thread that runs `sections` read-side sections, each
@@ -109,6 +112,7 @@ where
                 b.preemption_bound = Some(n);
             }
         }
+        Bound::Fixed(n) => b.preemption_bound = Some(n),
     }
     let bound = b.preemption_bound;
     let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
@@ -124,4 +128,39 @@ where
         bound,
         start.elapsed()
     );
+}
+
+/// A count of finished callbacks that a thread can block on *without kicking
+/// anyone*: a lost wakeup anywhere in the pipeline then leaves every thread
+/// blocked, and loom reports a deadlock.
+#[derive(Default)]
+pub struct Done {
+    n: loom::sync::Mutex<usize>,
+    cv: loom::sync::Condvar,
+}
+
+impl Done {
+    /// A new, shared count at zero.
+    pub fn new() -> Arc<Done> {
+        Arc::new(Done::default())
+    }
+
+    /// Called by a callback when it has finished.
+    pub fn one(&self) {
+        *self.n.lock().unwrap() += 1;
+        self.cv.notify_all();
+    }
+
+    /// How many callbacks have finished.
+    pub fn count(&self) -> usize {
+        *self.n.lock().unwrap()
+    }
+
+    /// Block until `n` callbacks have finished.
+    pub fn wait_for(&self, n: usize) {
+        let mut g = self.n.lock().unwrap();
+        while *g < n {
+            g = self.cv.wait(g).unwrap();
+        }
+    }
 }

@@ -1,0 +1,192 @@
+//! loom models of the offloaded-callback pipeline (src/nocb.rs,
+//! src/worker.rs, src/barrier.rs, src/cell.rs).
+//!
+//! Every model lets its main thread block, kicking nobody, until the
+//! callbacks it queued have run ([`Done::wait_for`]): a lost wakeup anywhere
+//! leaves every thread blocked and loom reports a deadlock. The domain has
+//! one shard, so each model runs the main thread plus the shard's GP worker,
+//! CB worker and the grace-period engine (4 threads), or one more thread
+//! where the race needs a second producer.
+#![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use rcu_offload::{Rcu, RcuCell};
+use rcu_offload_loom_tests::{model, Bound, Done, Objects, POISON};
+
+/// (1) An enqueue that makes the shard go from nothing pending to something
+/// pending races the GP worker's first scan and its decision to sleep; then a
+/// second callback arrives while the worker sleeps on the first one's grace
+/// period or on nothing. Both must run. Mutant caught: `gp_sleep_after_scan`
+/// (the GP worker marks itself asleep after its scan, so the wake that raced
+/// the scan is lost) and `enqueue_no_wake`.
+#[test]
+fn enqueue_races_gp_worker_sleep() {
+    model(Bound::Fixed(3), || {
+        let rcu = Rcu::new();
+        let done = Done::new();
+        for _ in 0..2 {
+            let d = done.clone();
+            rcu.call(move || d.one());
+        }
+        done.wait_for(2);
+    });
+}
+
+/// (2) The GP worker decides to sleep on a grace period while the engine
+/// completes it and looks for GP workers to wake; and the callback, queued
+/// inside a read-side section of the caller, must not run before that
+/// section ends. Mutants caught: `await_unlocked` (the worker checks the
+/// grace period before publishing what it awaits: the completion's
+/// notification is lost), `gp_done_no_notify`, and `advance_early` (DONE
+/// reached without the grace period).
+#[test]
+fn advance_races_gp_completion() {
+    model(Bound::Fixed(3), || {
+        let rcu = Rcu::new();
+        let objs = Arc::new(Objects::new(2));
+        let done = Done::new();
+        let g = rcu.read();
+        let i = objs.current();
+        let old = objs.publish(1);
+        let (o, d) = (objs.clone(), done.clone());
+        rcu.call(move || {
+            o.poison(old);
+            d.one();
+        });
+        objs.check(i);
+        drop(g);
+        done.wait_for(1);
+        assert_eq!(objs.value(0), POISON);
+    });
+}
+
+/// (3) The CB worker drains DONE callbacks while a second thread enqueues
+/// more: the worker must notice callbacks that become DONE while it is busy
+/// invoking, and invoke each exactly once. Mutant caught: `cb_no_recheck`
+/// (the worker goes back to sleep after a batch without looking at DONE).
+#[test]
+fn cb_worker_drains_while_enqueuing() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::new();
+        let done = Done::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let producer = {
+            let (rcu, d, r) = (rcu.clone(), done.clone(), runs.clone());
+            thread::spawn(move || {
+                rcu.call(move || {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    d.one();
+                })
+            })
+        };
+        let (d, r) = (done.clone(), runs.clone());
+        rcu.call(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            d.one();
+        });
+        done.wait_for(2);
+        producer.join().unwrap();
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// (4) `barrier()` entrains while a callback queued before it is being
+/// advanced or invoked, and while another thread enqueues: it never returns
+/// before the earlier callback ran, and never hangs. Mutant caught:
+/// `cb_len_early` (the CB worker lowers the shard length before running its
+/// batch, so the barrier sees an empty shard and returns early).
+#[test]
+fn barrier_races_enqueue_and_invocation() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        rcu.call(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        let racer = {
+            let rcu = rcu.clone();
+            thread::spawn(move || rcu.call(|| ()))
+        };
+        rcu.barrier();
+        assert_eq!(
+            ran.load(Ordering::Relaxed),
+            1,
+            "barrier() returned before a callback queued before it ran"
+        );
+        racer.join().unwrap();
+    });
+}
+
+/// (5) Dropping the last handle with callbacks pending runs them all before
+/// the drop returns, then stops and joins the workers and the engine.
+/// Mutant caught: `shutdown_no_drain` (workers stopped with callbacks still
+/// queued).
+#[test]
+fn shutdown_runs_pending_callbacks() {
+    model(Bound::Fixed(3), || {
+        let rcu = Rcu::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 {
+            let r = ran.clone();
+            rcu.call(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        drop(rcu);
+        assert_eq!(ran.load(Ordering::Relaxed), 2, "callbacks lost at shutdown");
+    });
+}
+
+/// A value that poisons its own marker when dropped.
+struct Versioned {
+    marker: Arc<AtomicUsize>,
+}
+
+impl Drop for Versioned {
+    fn drop(&mut self) {
+        self.marker.store(POISON, Ordering::Relaxed);
+    }
+}
+
+/// (6) `RcuCell`: a reader loads the value and keeps using it while the
+/// value is replaced and then updated (here by the reader's own thread, from
+/// inside its section, so that the model stays at four threads); neither old
+/// value is dropped (through the callback pipeline) before the section ends,
+/// and both are dropped by the time the last handle is gone. Mutant caught:
+/// `advance_early`.
+#[test]
+fn rcu_cell_replace_and_read() {
+    model(Bound::Fixed(3), || {
+        let rcu = Rcu::new();
+        let first = Arc::new(AtomicUsize::new(1));
+        let second = Arc::new(AtomicUsize::new(2));
+        let cell = RcuCell::new(
+            &rcu,
+            Versioned {
+                marker: first.clone(),
+            },
+        );
+        {
+            let g = rcu.read();
+            let v = cell.load(&g);
+            cell.replace(Versioned {
+                marker: second.clone(),
+            });
+            cell.update(|_| Versioned {
+                marker: Arc::new(AtomicUsize::new(3)),
+            });
+            assert_ne!(
+                v.marker.load(Ordering::Relaxed),
+                POISON,
+                "RcuCell value dropped under a reader"
+            );
+        }
+        drop(cell);
+        drop(rcu);
+        assert_eq!(first.load(Ordering::Relaxed), POISON);
+        assert_eq!(second.load(Ordering::Relaxed), POISON);
+    });
+}
