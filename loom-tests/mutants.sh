@@ -28,9 +28,10 @@ MUTANTS=(
   "gp_done_no_notify|callbacks::advance_races_gp_completion|deadlock"
   "advance_early|callbacks::advance_races_gp_completion|after it was freed"
   "advance_early|callbacks::rcu_cell_replace_and_read|dropped under a reader"
-  "cb_no_recheck|callbacks::cb_worker_drains_while_enqueuing|deadlock"
+  "cb_sleep_after_drain|callbacks::cb_worker_drains_while_enqueuing|deadlock"
   "cb_len_early|callbacks::barrier_races_enqueue_and_invocation|barrier() returned before"
   "shutdown_no_drain|callbacks::shutdown_runs_pending_callbacks|callbacks lost at shutdown"
+  "engine_skips_done_request|callbacks::gp_completed_by_synchronize|deadlock"
 )
 
 cargo build --release --tests --quiet || exit 2

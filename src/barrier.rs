@@ -32,7 +32,7 @@ use crate::callback::Slot;
 use crate::domain::Core;
 use crate::segcblist::DONE;
 use crate::seq;
-use crate::sync::{fence, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
 
 /// Per-domain barrier bookkeeping.
 pub(crate) struct BarrierState {
@@ -65,6 +65,24 @@ impl Pending {
             drop(r);
             self.cv.notify_all();
         }
+    }
+}
+
+rcu_thread_local! {
+    /// On a CB worker: barriers whose internal callback ran in the current
+    /// batch, to be told once the batch has been accounted for.
+    static AFTER_BATCH: std::cell::RefCell<Vec<Arc<Pending>>> =
+        std::cell::RefCell::new(Vec::new());
+}
+
+/// Called by a CB worker after it has accounted a batch (shard length and
+/// `invoked` counter): complete the barriers whose callbacks were in it.
+/// Deferring the signal to this point makes `stats()` taken right after
+/// `barrier()` returns add up (nothing counted as pending that has run).
+pub(crate) fn batch_accounted() {
+    let done = AFTER_BATCH.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    for p in done {
+        p.done_one();
     }
 }
 
@@ -102,13 +120,18 @@ pub(crate) fn barrier(core: &Core) {
         }
         *pending.remaining.lock() += 1;
         let p = Arc::clone(&pending);
-        let seg = l.cbs.entrain(Slot::new(move || p.done_one()));
+        // Runs on the shard's CB worker, after every callback queued before
+        // it; signals once the worker has accounted its batch.
+        let seg = l.cbs.entrain(Slot::new(move || {
+            AFTER_BATCH.with(|v| v.borrow_mut().push(p));
+        }));
         l.barrier_entrained += 1;
         shard
             .len
             .store(shard.len.load(Ordering::Relaxed) + 1, Ordering::Release);
+        drop(l);
         if seg == DONE {
-            nocb.wake_cb_worker(i, &l);
+            nocb.wake_cb_worker(i);
         }
     }
     pending.done_one();

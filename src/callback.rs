@@ -29,7 +29,7 @@ use std::ptr;
 const INLINE_WORDS: usize = 3;
 
 /// Callbacks per block (a block is `BLOCK * 32` bytes plus two indices).
-pub(crate) const BLOCK: usize = 32;
+pub(crate) const BLOCK: usize = 31;
 
 type Inline = [MaybeUninit<usize>; INLINE_WORDS];
 
@@ -175,7 +175,7 @@ pub(crate) struct BlockCache {
 }
 
 /// At most this many empty blocks are kept per cache.
-const MAX_SPARE: usize = 8;
+const MAX_SPARE: usize = 64;
 
 impl BlockCache {
     fn get(&mut self) -> Box<Block> {
@@ -214,10 +214,6 @@ impl BlockCache {
 impl CbQueue {
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Append one callback, taking a block from `cache` if the last one is

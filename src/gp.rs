@@ -39,6 +39,9 @@ use crate::sync::{fence, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mu
 struct Engine {
     /// The highest sequence number someone asked for (wrap-safe max).
     needed: u64,
+    /// A request arrived that the engine has not answered with `on_done`
+    /// yet (see `engine_loop`).
+    unanswered: bool,
     /// The domain is shutting down.
     stop: bool,
     /// The engine thread, once started.
@@ -63,6 +66,7 @@ impl GpState {
             gp_lock: Mutex::new(()),
             engine: Mutex::new(Engine {
                 needed: 0,
+                unanswered: false,
                 stop: false,
                 thread: None,
             }),
@@ -150,6 +154,7 @@ impl GpState {
         if seq::before(e.needed, target) {
             e.needed = target;
         }
+        e.unanswered = true;
         if e.thread.is_none() {
             e.thread = Some(spawn());
         }
@@ -162,6 +167,12 @@ impl GpState {
     /// The engine thread's loop: run grace periods while someone needs one,
     /// calling `on_done` after each grace period it waited for (this is how
     /// sleeping GP workers learn that their grace period completed).
+    ///
+    /// Every request is answered with an `on_done`, even one whose grace
+    /// period a `synchronize()` caller completed before the engine looked:
+    /// the requester may be asleep waiting for that very grace period, and
+    /// `synchronize()` callers wake nobody. Checked by the loom model
+    /// `gp_completed_by_synchronize` (mutant `engine_skips_done_request`).
     pub(crate) fn engine_loop(&self, readers: &ReadState, on_done: impl Fn()) {
         loop {
             let target = {
@@ -170,7 +181,9 @@ impl GpState {
                     if e.stop {
                         return;
                     }
-                    if !seq::done(self.seq.load(Ordering::Acquire), e.needed) {
+                    let done = seq::done(self.seq.load(Ordering::Acquire), e.needed);
+                    if !done || (e.unanswered && !mutant("engine_skips_done_request")) {
+                        e.unanswered = false;
                         break e.needed;
                     }
                     self.engine_cv.wait(&mut e);

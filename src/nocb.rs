@@ -57,23 +57,33 @@ use crate::sync::{
     Mutex, Ordering,
 };
 
-/// A shard's list and everything else its lock protects.
+/// A shard's list and the counters its lock protects.
 pub(crate) struct ShardList {
     pub(crate) cbs: SegCbList,
-    /// The CB worker is waiting on `Shard::cb_cv`.
-    pub(crate) cb_sleeping: bool,
-    /// Shut down: the CB worker exits once DONE is empty.
-    pub(crate) stop: bool,
     pub(crate) queued: u64,
     pub(crate) invoked: u64,
-    pub(crate) cb_wakeups: u64,
     pub(crate) barrier_entrained: u64,
+}
+
+/// The CB worker's sleep state, under [`Shard::cb_wake`]: the same protocol
+/// as the GP worker's [`GroupWake`].
+pub(crate) struct CbWake {
+    /// `true` from the moment the CB worker starts looking for DONE
+    /// callbacks until someone wakes it.
+    pub(crate) sleep: bool,
+    /// Shut down: the CB worker exits once DONE is empty.
+    pub(crate) stop: bool,
+    pub(crate) wakeups: u64,
 }
 
 /// One callback queue with its CB worker (kernel: an offloaded `rcu_data`).
 pub(crate) struct Shard {
+    /// The list. Every critical section on it is a few list operations;
+    /// nothing blocks or makes a system call while holding it (wakes are
+    /// issued after releasing it), and `call()` takes it once per callback.
     pub(crate) list: Mutex<ShardList>,
-    /// The CB worker sleeps here, under `list`'s lock.
+    pub(crate) cb_wake: Mutex<CbWake>,
+    /// The CB worker sleeps here, under `cb_wake`.
     pub(crate) cb_cv: Condvar,
     /// See the module docs ("Shard length").
     pub(crate) len: AtomicUsize,
@@ -123,10 +133,22 @@ pub(crate) struct Nocb {
     pub(crate) barrier: crate::barrier::BarrierState,
 }
 
+/// A thread's shard: its hint (given at its first `call()`, round robin
+/// over threads) and the hint reduced modulo the last shard count it was
+/// used with, so that the enqueue path divides only when that count changes.
+#[derive(Clone, Copy)]
+struct ShardCache {
+    hint: usize,
+    n: usize,
+    index: usize,
+}
+
 rcu_thread_local! {
-    /// This thread's shard index, before reduction modulo a domain's shard
-    /// count; `usize::MAX` until the first `call()`.
-    static SHARD_HINT: Cell<usize> = Cell::new(usize::MAX);
+    static SHARD: Cell<ShardCache> = Cell::new(ShardCache {
+        hint: usize::MAX,
+        n: 0,
+        index: 0,
+    });
 }
 
 rcu_thread_local! {
@@ -134,18 +156,29 @@ rcu_thread_local! {
     static IN_CALLBACK: Cell<u64> = Cell::new(0);
 }
 
-/// The calling thread's shard hint.
+/// The calling thread's shard index in a domain with `n` shards.
 #[inline]
-fn shard_hint() -> usize {
-    SHARD_HINT.with(|h| {
-        let v = h.get();
-        if v != usize::MAX {
-            return v;
+fn shard_index(n: usize) -> usize {
+    SHARD.with(|c| {
+        let v = c.get();
+        if v.n == n {
+            v.index
+        } else {
+            reduce_shard_hint(c, n)
         }
-        let v = first_shard_hint();
-        h.set(v);
-        v
     })
+}
+
+#[cold]
+fn reduce_shard_hint(c: &Cell<ShardCache>, n: usize) -> usize {
+    let mut v = c.get();
+    if v.hint == usize::MAX {
+        v.hint = first_shard_hint();
+    }
+    v.n = n;
+    v.index = v.hint % n;
+    c.set(v);
+    v.index
 }
 
 #[cfg(not(loom))]
@@ -165,7 +198,13 @@ fn first_shard_hint() -> usize {
 /// count). Only for the loom models.
 #[cfg(loom)]
 pub(crate) fn set_shard_hint(index: usize) {
-    SHARD_HINT.with(|h| h.set(index));
+    SHARD.with(|c| {
+        c.set(ShardCache {
+            hint: index,
+            n: 0,
+            index: 0,
+        })
+    });
 }
 
 /// Is the calling thread running a callback of domain `id`?
@@ -217,12 +256,14 @@ impl Nocb {
                     CachePadded::new(Shard {
                         list: Mutex::new(ShardList {
                             cbs: SegCbList::default(),
-                            cb_sleeping: false,
-                            stop: false,
                             queued: 0,
                             invoked: 0,
-                            cb_wakeups: 0,
                             barrier_entrained: 0,
+                        }),
+                        cb_wake: Mutex::new(CbWake {
+                            sleep: false,
+                            stop: false,
+                            wakeups: 0,
                         }),
                         cb_cv: Condvar::new(),
                         len: AtomicUsize::new(0),
@@ -253,7 +294,7 @@ impl Nocb {
     /// offloaded CPU).
     #[inline]
     pub(crate) fn call(&self, core: &Arc<Core>, slot: Slot) {
-        let i = shard_hint() % self.shards.len();
+        let i = shard_index(self.shards.len());
         let shard = &self.shards[i];
         if !shard.started.load(Ordering::Acquire) {
             self.start_workers(core, i);
@@ -298,11 +339,18 @@ impl Nocb {
         }
     }
 
-    /// Wake shard `i`'s CB worker if it sleeps and has work. The caller
-    /// holds the shard's list lock (passed in as `l`).
-    pub(crate) fn wake_cb_worker(&self, i: usize, l: &ShardList) {
-        if l.cb_sleeping && l.cbs.done() != 0 {
-            self.shards[i].cb_cv.notify_one();
+    /// Wake shard `i`'s CB worker, which has DONE callbacks (kernel:
+    /// `swake_up_one(&rdp->nocb_cb_wq)`). Called without the list lock, after
+    /// whatever filled DONE released it. The worker marks itself asleep
+    /// before it looks at DONE, so either it sees the new callbacks or this
+    /// finds `sleep == true`.
+    pub(crate) fn wake_cb_worker(&self, i: usize) {
+        let shard = &self.shards[i];
+        let mut w = shard.cb_wake.lock();
+        if w.sleep {
+            w.sleep = false;
+            drop(w);
+            shard.cb_cv.notify_one();
         }
     }
 
@@ -359,7 +407,7 @@ impl Nocb {
             group.cv.notify_all();
         }
         for shard in self.shards.iter() {
-            shard.list.lock().stop = true;
+            shard.cb_wake.lock().stop = true;
             shard.cb_cv.notify_all();
         }
         let handles = std::mem::take(&mut self.workers.lock().handles);
@@ -453,12 +501,13 @@ impl Nocb {
             .shards
             .iter()
             .map(|s| {
+                let cb_worker_wakeups = s.cb_wake.lock().wakeups;
                 let l = s.list.lock();
                 ShardStats {
                     queued: l.queued,
                     invoked: l.invoked,
                     pending: s.len.load(Ordering::Relaxed) as u64,
-                    cb_worker_wakeups: l.cb_wakeups,
+                    cb_worker_wakeups,
                     barrier_callbacks: l.barrier_entrained,
                 }
             })

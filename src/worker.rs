@@ -33,13 +33,20 @@
 //!
 //! # CB worker
 //!
-//! It takes the whole DONE segment out under the list lock, invokes up to
-//! `batch_limit` callbacks outside any lock, each under `catch_unwind`, puts
-//! the unrun rest back in front of DONE, and lowers the shard length by the
-//! number it finished only then. It sleeps under the list lock when DONE is
-//! empty; whoever fills DONE (the GP worker's advance, a barrier entrain on
-//! an otherwise empty list) wakes it under that lock. Checked by the loom
-//! model `cb_worker_drains_while_enqueuing` (mutant `cb_len_early`).
+//! It marks itself asleep (under its `cb_wake` lock), then takes up to
+//! `batch_limit` DONE callbacks out under the list lock, invokes them outside
+//! any lock, each under `catch_unwind`, and lowers the shard length by the
+//! number it finished only then, under the list lock again; it repeats until
+//! DONE is empty and then sleeps unless someone woke it meanwhile. Whoever
+//! fills DONE (the GP worker's advance, a barrier entrain on an otherwise
+//! empty list) calls `Nocb::wake_cb_worker` after releasing the list lock:
+//! the same mark-asleep-before-looking protocol as the GP worker's.
+//! (The kernel's `rcu_do_batch` splices out the whole DONE segment in O(1)
+//! and reinserts what its limit left over; a split of our chunked FIFO costs
+//! a step per block, so taking all of a long DONE segment only to put most of
+//! it back made a flood quadratic. We take no more than we run.) Checked by the loom
+//! model `cb_worker_drains_while_enqueuing` (mutant `cb_sleep_after_drain`)
+//! and `barrier_races_enqueue_and_invocation` (mutant `cb_len_early`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -63,18 +70,31 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
         let mut earliest: Option<u64> = None;
         for i in group.shards.clone() {
             let shard = &nocb.shards[i];
-            let mut l = shard.list.lock();
-            // Mutant `advance_early`: DONE without the grace period.
-            l.cbs
-                .advance(|s| mutant("advance_early") || core.gp.is_done(s));
-            nocb.wake_cb_worker(i, &l);
-            if l.cbs.unnumbered() != 0 {
-                let s = core.gp.snapshot();
-                if l.cbs.accelerate(s) {
-                    core.request_gp(s);
+            // The list lock is held for list operations only: the wake and
+            // the engine request (system calls, possibly) come after it, so
+            // that enqueuers never wait behind them.
+            let (wake_cb, request, first) = {
+                let mut l = shard.list.lock();
+                // Mutant `advance_early`: DONE without the grace period.
+                l.cbs
+                    .advance(|s| mutant("advance_early") || core.gp.is_done(s));
+                let wake_cb = l.cbs.done() != 0;
+                let mut request = None;
+                if l.cbs.unnumbered() != 0 {
+                    let s = core.gp.snapshot();
+                    if l.cbs.accelerate(s) {
+                        request = Some(s);
+                    }
                 }
+                let first = l.cbs.waiting_for().next();
+                (wake_cb, request, first)
+            };
+            if wake_cb {
+                nocb.wake_cb_worker(i);
             }
-            let first = l.cbs.waiting_for().next();
+            if let Some(s) = request {
+                core.request_gp(s);
+            }
             if let Some(s) = first {
                 if earliest.is_none_or(|e| crate::seq::before(s, e)) {
                     earliest = Some(s);
@@ -118,56 +138,63 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
     let shard = &nocb.shards[i];
     let mut cache = BlockCache::default();
     let _scope = CallbackScope::enter(core.reader.id());
-    let mut l = shard.list.lock();
     loop {
-        if l.cbs.done() == 0 {
-            if l.stop {
+        if !mutant("cb_sleep_after_drain") {
+            shard.cb_wake.lock().sleep = true;
+        }
+        // Drain DONE, a batch at a time.
+        loop {
+            let mut batch = {
+                let mut l = shard.list.lock();
+                let batch = l.cbs.extract_done(nocb.batch_limit);
+                if mutant("cb_len_early") {
+                    // Broken variant: count the batch as finished before
+                    // running it.
+                    shard.len.store(
+                        shard.len.load(Ordering::Relaxed) - batch.len(),
+                        Ordering::Release,
+                    );
+                }
+                batch
+            };
+            if batch.len() == 0 {
+                break;
+            }
+            let mut ran = 0;
+            while let Some(slot) = batch.pop_front(&mut cache) {
+                if catch_unwind(AssertUnwindSafe(|| slot.invoke())).is_err() {
+                    nocb.report_panic(i);
+                }
+                ran += 1;
+            }
+            let mut l = shard.list.lock();
+            l.cbs.recycle(batch);
+            l.cbs.take_spare_blocks(&mut cache);
+            l.invoked += ran as u64;
+            if !mutant("cb_len_early") {
+                shard
+                    .len
+                    .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
+            }
+            drop(l);
+            crate::barrier::batch_accounted();
+        }
+        let mut w = shard.cb_wake.lock();
+        if mutant("cb_sleep_after_drain") {
+            // Broken variant: a wake that raced the drain above is lost.
+            w.sleep = true;
+        }
+        while w.sleep && !w.stop {
+            shard.cb_cv.wait(&mut w);
+        }
+        if w.stop {
+            // Shutdown stops workers only after a barrier saw every callback
+            // run, so DONE is empty; the next pass drains it regardless.
+            if shard.list.lock().cbs.done() == 0 {
                 return;
             }
-            l.cb_sleeping = true;
-            shard.cb_cv.wait(&mut l);
-            l.cb_sleeping = false;
-            l.cb_wakeups += 1;
             continue;
         }
-        let mut batch = l.cbs.extract_done();
-        if mutant("cb_len_early") {
-            // Broken variant: count the batch as finished before running it.
-            let n = batch.len().min(nocb.batch_limit);
-            shard
-                .len
-                .store(shard.len.load(Ordering::Relaxed) - n, Ordering::Release);
-        }
-        drop(l);
-        let mut ran = 0;
-        while ran < nocb.batch_limit {
-            let Some(slot) = batch.pop_front(&mut cache) else {
-                break;
-            };
-            if catch_unwind(AssertUnwindSafe(|| slot.invoke())).is_err() {
-                nocb.report_panic(i);
-            }
-            ran += 1;
-        }
-        l = shard.list.lock();
-        if mutant("cb_no_recheck") && !l.stop {
-            // Broken variant: back to sleep after a batch without looking at
-            // DONE; a wake sent while we were invoking is lost.
-            l.cb_sleeping = true;
-            shard.cb_cv.wait(&mut l);
-            l.cb_sleeping = false;
-        }
-        if batch.is_empty() {
-            l.cbs.recycle(batch);
-        } else {
-            l.cbs.reinsert_done(batch);
-        }
-        l.cbs.take_spare_blocks(&mut cache);
-        l.invoked += ran as u64;
-        if !mutant("cb_len_early") {
-            shard
-                .len
-                .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
-        }
+        w.wakeups += 1;
     }
 }

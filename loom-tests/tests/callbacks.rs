@@ -62,10 +62,35 @@ fn advance_races_gp_completion() {
     });
 }
 
+/// (2b) The grace period a GP worker sleeps on is completed by a
+/// `synchronize()` caller on another thread rather than by the engine: the
+/// engine must still answer the GP worker's request, or the callback is
+/// stranded. Mutant caught: `engine_skips_done_request` (the engine, finding
+/// the requested grace period already done, goes back to sleep without
+/// telling anyone). Found by the integration test
+/// `callback_runs_when_synchronize_completes_its_grace_period`, which forces
+/// the interleaving with real threads and scheduler priorities.
+#[test]
+fn gp_completed_by_synchronize() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::new();
+        let done = Done::new();
+        let d = done.clone();
+        rcu.call(move || d.one());
+        let syncer = {
+            let rcu = rcu.clone();
+            thread::spawn(move || rcu.synchronize())
+        };
+        done.wait_for(1);
+        syncer.join().unwrap();
+    });
+}
+
 /// (3) The CB worker drains DONE callbacks while a second thread enqueues
 /// more: the worker must notice callbacks that become DONE while it is busy
-/// invoking, and invoke each exactly once. Mutant caught: `cb_no_recheck`
-/// (the worker goes back to sleep after a batch without looking at DONE).
+/// invoking, and invoke each exactly once. Mutant caught:
+/// `cb_sleep_after_drain` (the worker marks itself asleep after draining, so
+/// a wake that raced the drain is lost).
 #[test]
 fn cb_worker_drains_while_enqueuing() {
     model(Bound::Fixed(2), || {
