@@ -349,3 +349,266 @@ fn synchronize_in_section_in_late_tls_destructors_panics() {
         ),
     ]);
 }
+
+// --- The callback pipeline ---------------------------------------------------
+
+const BARRIER_MSG: &str = "rcu_offload: barrier() called inside a read-side critical section";
+
+/// barrier() inside a read-side section of the same domain panics with the documented message.
+#[test]
+#[should_panic(
+    expected = "rcu_offload: barrier() called inside a read-side critical section (nesting depth 1) of the same domain"
+)]
+fn barrier_inside_section_panics() {
+    let rcu = Rcu::new();
+    rcu.call(|| ());
+    let _g = rcu.read();
+    rcu.barrier();
+}
+
+/// barrier() inside a nested section panics (even with nothing queued), changes nothing, and
+/// works once the guards are dropped.
+#[test]
+fn barrier_inside_nested_section_panics_then_works() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let rcu = Rcu::builder().shards(2).build().unwrap();
+    let outer = rcu.read();
+    let inner = rcu.read();
+    let err = catch_unwind(AssertUnwindSafe(|| rcu.barrier())).unwrap_err();
+    let msg = panic_text(&*err);
+    assert!(
+        msg.contains(BARRIER_MSG) && msg.contains("(nesting depth 2)"),
+        "{msg}"
+    );
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&ran);
+    rcu.call(move || r.store(true, Ordering::SeqCst));
+    drop(outer);
+    let err = catch_unwind(AssertUnwindSafe(|| rcu.barrier())).unwrap_err();
+    assert!(panic_text(&*err).contains("(nesting depth 1)"));
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "the callback ran inside the section"
+    );
+    drop(inner);
+    common::within("barrier() after the section", move || {
+        rcu.barrier();
+        assert!(ran.load(Ordering::SeqCst));
+        assert_eq!(rcu.stats().panics, 0);
+    });
+}
+
+/// The three ways of waiting for the pipeline or a grace period, called from a callback.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    Barrier,
+    Synchronize,
+    CondSynchronize,
+}
+
+impl Wait {
+    const ALL: [Wait; 3] = [Wait::Barrier, Wait::Synchronize, Wait::CondSynchronize];
+
+    fn run(self, rcu: &Rcu) {
+        match self {
+            Wait::Barrier => rcu.barrier(),
+            Wait::Synchronize => rcu.synchronize(),
+            // A cookie that is not complete, so that only the misuse check
+            // can stop it from waiting.
+            Wait::CondSynchronize => rcu.cond_synchronize(rcu.snapshot()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Wait::Barrier => "barrier",
+            Wait::Synchronize => "synchronize",
+            Wait::CondSynchronize => "cond_synchronize",
+        }
+    }
+}
+
+/// barrier(), synchronize() and cond_synchronize() from inside a callback of the same domain
+/// panic with a message that names the function and says "callback" (the callback catches
+/// the panic itself and reports the message).
+#[test]
+fn waiting_inside_a_callback_of_the_same_domain_panics() {
+    let rcu = Rcu::builder().shards(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    for wait in Wait::ALL {
+        let (r, tx) = (rcu.clone(), tx.clone());
+        rcu.call(move || {
+            let res = catch_unwind(AssertUnwindSafe(|| wait.run(&r)));
+            let _ = tx.send((wait, res.map_err(|e| panic_text(&*e))));
+        });
+    }
+    for _ in Wait::ALL {
+        let (wait, res) = common::recv(&rx, "a callback's report");
+        let msg = res.expect_err(&format!("{wait:?} inside a callback returned"));
+        let expected = format!(
+            "rcu_offload: {}() called from a callback of the same domain",
+            wait.name()
+        );
+        assert!(msg.contains(&expected), "{wait:?}: {msg}");
+        assert!(msg.contains("Queue more work with call() instead"), "{msg}");
+    }
+    common::within("barrier() after the misuse", move || {
+        rcu.barrier();
+        assert_eq!(rcu.stats().panics, 0, "the callbacks caught their panics");
+    });
+}
+
+/// Uncaught, the same misuse is a panicking callback: counted in stats().panics, and the
+/// worker runs later callbacks of the same shard; barrier() still returns.
+#[test]
+fn uncaught_waiting_inside_a_callback_is_counted_as_a_panic() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let rcu = Rcu::builder().shards(1).build().unwrap();
+    let after = Arc::new(AtomicUsize::new(0));
+    for wait in Wait::ALL {
+        let r = rcu.clone();
+        rcu.call(move || wait.run(&r));
+        let a = Arc::clone(&after);
+        rcu.call(move || {
+            a.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    common::within("barrier() after panicking callbacks", move || {
+        rcu.barrier();
+        assert_eq!(rcu.stats().panics, 3);
+        assert_eq!(after.load(Ordering::SeqCst), 3);
+    });
+}
+
+/// From inside a callback of domain A, waiting on domain B is fine: B.barrier() waits for B's
+/// earlier callbacks, B.synchronize() and B.cond_synchronize() return.
+#[test]
+fn waiting_on_another_domain_inside_a_callback_works() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    const N: usize = 50;
+    let a = Rcu::builder().shards(1).build().unwrap();
+    let b = Rcu::builder().shards(2).build().unwrap();
+    let ran_b = Arc::new(AtomicUsize::new(0));
+    for _ in 0..N {
+        let r = Arc::clone(&ran_b);
+        b.call(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    {
+        let (b, ran_b) = (b.clone(), Arc::clone(&ran_b));
+        a.call(move || {
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                b.barrier();
+                let seen = ran_b.load(Ordering::SeqCst);
+                let c = b.snapshot();
+                b.synchronize();
+                b.cond_synchronize(c);
+                b.cond_synchronize(b.snapshot());
+                seen
+            }));
+            let _ = tx.send(res.map_err(|e| panic_text(&*e)));
+        });
+    }
+    let seen = common::recv(&rx, "A's callback").unwrap_or_else(|m| panic!("{m}"));
+    assert_eq!(seen, N, "B.barrier() inside A's callback returned early");
+    common::within("A's barrier", move || {
+        a.barrier();
+        b.barrier();
+        assert_eq!(a.stats().panics, 0);
+    });
+}
+
+/// The Builder refuses meaningless callback settings, naming the refused setter.
+#[test]
+fn builder_rejects_invalid_callback_settings() {
+    use rcu_offload::MAX_SHARDS;
+
+    let cases: Vec<(&str, rcu_offload::Builder, &str)> = vec![
+        ("shards(0)", Rcu::builder().shards(0), "shards"),
+        (
+            "shards(MAX_SHARDS + 1)",
+            Rcu::builder().shards(MAX_SHARDS + 1),
+            "shards",
+        ),
+        (
+            "shards(usize::MAX)",
+            Rcu::builder().shards(usize::MAX),
+            "shards",
+        ),
+        (
+            "gp_stride(0)",
+            Rcu::builder().shards(4).gp_stride(0),
+            "gp_stride",
+        ),
+        (
+            "gp_stride > shards",
+            Rcu::builder().shards(4).gp_stride(5),
+            "gp_stride",
+        ),
+        (
+            "gp_stride > the default shard count",
+            Rcu::builder().gp_stride(MAX_SHARDS + 1),
+            "gp_stride",
+        ),
+        (
+            "callback_batch_limit(0)",
+            Rcu::builder().callback_batch_limit(0),
+            "callback_batch_limit",
+        ),
+    ];
+    for (case, builder, field) in cases {
+        let err = builder.build().expect_err(&format!("{case} was accepted"));
+        assert_eq!(err.field(), field, "{case}: {err}");
+        assert!(!err.message().is_empty(), "{case}");
+        assert!(err.to_string().contains(field), "{case}: {err}");
+    }
+    // The boundaries are accepted.
+    for (shards, stride) in [(1, 1), (4, 4), (4, 1), (MAX_SHARDS, MAX_SHARDS)] {
+        let rcu = Rcu::builder()
+            .shards(shards)
+            .gp_stride(stride)
+            .callback_batch_limit(1)
+            .build()
+            .unwrap_or_else(|e| panic!("shards {shards} stride {stride}: {e}"));
+        assert_eq!(rcu.stats().shards.len(), shards);
+    }
+    let rcu = Rcu::builder().shards(MAX_SHARDS).build().unwrap();
+    rcu.call(|| ());
+    common::within("barrier() with MAX_SHARDS shards", move || rcu.barrier());
+}
+
+/// RcuCell::load with a guard of another domain panics.
+#[test]
+#[should_panic(expected = "rcu_offload: RcuCell::load with a ReadGuard of another domain")]
+fn rcu_cell_load_with_foreign_guard_panics() {
+    let a = Rcu::new();
+    let b = Rcu::new();
+    let cell = rcu_offload::RcuCell::new(&a, 7u32);
+    let g = b.read();
+    let _ = cell.load(&g);
+}
+
+/// RcuCell::load with a guard of the cell's domain taken through a clone of the handle is fine;
+/// with a guard of another domain nested inside a section of the right one, it still panics.
+#[test]
+fn rcu_cell_load_checks_the_guards_domain_not_the_handle() {
+    let a = Rcu::new();
+    let a2 = a.clone();
+    let b = Rcu::new();
+    let cell = rcu_offload::RcuCell::new(&a, 7u32);
+    let ga = a2.read();
+    assert_eq!(*cell.load(&ga), 7);
+    let gb = b.read();
+    let err = catch_unwind(AssertUnwindSafe(|| *cell.load(&gb))).unwrap_err();
+    assert!(panic_text(&*err).contains("RcuCell::load with a ReadGuard of another domain"));
+    drop(gb);
+    drop(ga);
+}

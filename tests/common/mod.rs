@@ -230,3 +230,171 @@ pub unsafe fn check_raw(p: *mut Obj, rounds: usize) -> Result<u64, String> {
     // SAFETY: by the caller's contract the object has not been freed.
     unsafe { &*p }.check(rounds)
 }
+
+// --- Helpers for the callback tests ------------------------------------------
+
+/// This process's threads as `(tid, name)` (Linux: `/proc/self/task/*/comm`).
+#[cfg(target_os = "linux")]
+pub fn threads() -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+        for entry in dir.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+                out.push((tid, comm.trim_end().to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// How many of this process's threads have a name starting with `prefix`.
+#[cfg(target_os = "linux")]
+pub fn count_threads_with_prefix(prefix: &str) -> usize {
+    threads()
+        .iter()
+        .filter(|(_, n)| n.starts_with(prefix))
+        .count()
+}
+
+/// The scheduler state letter of thread `tid` (`R`, `S`, `D`, ...), if it
+/// still exists (Linux: field 3 of `/proc/self/task/<tid>/stat`).
+#[cfg(target_os = "linux")]
+pub fn thread_state(tid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The name field is parenthesised and may contain spaces: the state is
+    // the first non-space character after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+/// Waits until every thread whose name starts with `prefix` has exited.
+#[cfg(target_os = "linux")]
+pub fn wait_threads_gone(prefix: &str) {
+    wait_until(&format!("the {prefix}* threads to exit"), || {
+        count_threads_with_prefix(prefix) == 0
+    });
+}
+
+/// A set of ids `0..n` that records each id at most once and says which
+/// ids were recorded twice (for "every callback runs exactly once").
+pub struct IdSet {
+    bits: Vec<std::sync::atomic::AtomicU64>,
+    n: usize,
+    dups: std::sync::atomic::AtomicU64,
+}
+
+impl IdSet {
+    /// An empty set for ids `0..n`.
+    pub fn new(n: usize) -> Self {
+        IdSet {
+            bits: (0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            n,
+            dups: AtomicU64::new(0),
+        }
+    }
+
+    /// Records `id`; returns `false` (and counts a duplicate) if it was
+    /// already recorded.
+    pub fn insert(&self, id: usize) -> bool {
+        assert!(id < self.n, "id {id} out of range 0..{}", self.n);
+        let bit = 1u64 << (id % 64);
+        let old = self.bits[id / 64].fetch_or(bit, Ordering::AcqRel);
+        if old & bit != 0 {
+            self.dups.fetch_add(1, Ordering::Relaxed);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// How many distinct ids were recorded.
+    pub fn len(&self) -> usize {
+        self.bits
+            .iter()
+            .map(|w| w.load(Ordering::Acquire).count_ones() as usize)
+            .sum()
+    }
+
+    /// How many inserts found their id already recorded.
+    pub fn duplicates(&self) -> u64 {
+        self.dups.load(Ordering::Relaxed)
+    }
+
+    /// The first few ids not recorded (for failure messages).
+    pub fn missing(&self, max: usize) -> Vec<usize> {
+        (0..self.n)
+            .filter(|&i| self.bits[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) == 0)
+            .take(max)
+            .collect()
+    }
+}
+
+/// Failures recorded on threads that cannot panic usefully (callbacks run on
+/// worker threads, whose panics are caught and only counted).
+#[derive(Default)]
+pub struct Failures {
+    count: AtomicU64,
+    first: std::sync::Mutex<Vec<String>>,
+}
+
+impl Failures {
+    /// Records one failure (the first few messages are kept).
+    pub fn record(&self, msg: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        if first.len() < 5 {
+            first.push(msg);
+        }
+    }
+
+    /// Panics with the recorded messages if there was any failure.
+    pub fn assert_none(&self, what: &str) {
+        let n = self.count.load(Ordering::Relaxed);
+        let first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(n == 0, "{what}: {n} failures, first: {first:#?}");
+    }
+}
+
+/// A raw pointer moved into a callback that frees (or kills) its pointee.
+pub struct SendPtr<T>(pub *mut T);
+
+// SAFETY: used only for `Obj` and test values that are `Send + Sync`; the
+// callback that receives it is the only one that touches the pointee after
+// its grace period.
+unsafe impl<T: Send + Sync> Send for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The pointer (a method, so that closures capture the whole `SendPtr`,
+    /// not just its non-`Send` field).
+    pub fn into_inner(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Makes `rcu`'s GP workers scan their shards again, as a stream of new
+/// callbacks would: fresh threads (which get consecutive shards, round robin)
+/// each queue a no-op callback, until one of them has woken a GP worker (or
+/// eight have tried: a shard that already has pending callbacks wakes
+/// nobody). Used while a reader holds up the grace period, to give a broken
+/// pipeline every chance to run callbacks early.
+pub fn poke_gp_workers(rcu: &Rcu) {
+    let before = rcu.stats().gp_worker_wakeups;
+    for _ in 0..8 {
+        let r = rcu.clone();
+        thread::spawn(move || r.call(|| ()))
+            .join()
+            .expect("poking thread");
+        for _ in 0..20 {
+            thread::yield_now();
+        }
+        if rcu.stats().gp_worker_wakeups != before {
+            break;
+        }
+    }
+    for _ in 0..100 {
+        thread::yield_now();
+    }
+}
