@@ -9,6 +9,12 @@ by side in the same run). For every entry we take criterion's median
 median of those per-run medians, and each peer's ratio to rcu-offload
 computed within each run (median of the per-run ratios), which is robust to
 the machine being shared and noisy.
+
+Entries with a criterion throughput in elements (the callback benches time a
+batch of callbacks per iteration) are reported per element, i.e. per
+callback. Groups are named by their criterion group id (read from
+benchmark.json); a note under each heading says what its figure is. After
+the per-group tables, a summary table puts every group on one row.
 """
 import argparse
 import json
@@ -32,13 +38,43 @@ def fmt(ns):
     return f"{ns:.2f} ns"
 
 
+# What each group's figure means, by group-id prefix (first match wins).
+NOTES = [
+    ("callbacks/end_to_end/", "time per callback: a batch queued by P producers, "
+     "until every callback has run (batch time / batch size)"),
+    ("callbacks/enqueue/", "time per call() as its caller sees it, P callers at once; "
+     "waiting for the callbacks is not timed"),
+    ("callbacks/latency", "median time from call() to the callback running, one call "
+     "every 200 µs (median over samples of each sample's median)"),
+]
+
+
+def note(group):
+    for prefix, text in NOTES:
+        if group.startswith(prefix):
+            return text
+    return "time per iteration"
+
+
 def collect():
+    """{group id: {entry: median per iteration, or per element}} of one run."""
     out = {}
     base = TARGET / "criterion"
-    for est in base.glob("*/*/new/estimates.json"):
-        group, entry = est.parts[-4], est.parts[-3]
-        out.setdefault(group, {})[entry] = json.loads(est.read_text())["median"]["point_estimate"]
+    for meta_path in base.rglob("new/benchmark.json"):
+        meta = json.loads(meta_path.read_text())
+        est = json.loads((meta_path.parent / "estimates.json").read_text())
+        value = est["median"]["point_estimate"]
+        elements = (meta.get("throughput") or {}).get("Elements")
+        if elements:
+            value /= elements
+        entry = "/".join(x for x in (meta.get("function_id"), meta.get("value_str")) if x)
+        out.setdefault(meta["group_id"], {})[entry] = value
     return out
+
+
+def ratios(runs, g, e):
+    return [r[g][e] / r[g][OURS] for r in runs
+            if e in r.get(g, {}) and OURS in r.get(g, {}) and r[g][OURS] > 0]
 
 
 def main():
@@ -58,17 +94,37 @@ def main():
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         runs.append(collect())
     groups = sorted({g for r in runs for g in r})
+    order = lambda e: (e != OURS, e)  # noqa: E731
     for g in groups:
-        entries = sorted({e for r in runs for e in r.get(g, {})}, key=lambda e: (e != OURS, e))
+        entries = sorted({e for r in runs for e in r.get(g, {})}, key=order)
         print(f"\n{g} (median of {len(runs)} runs' medians)\n")
+        print(f"{note(g)}\n")
         print(f"| entry | median | ratio to {OURS} (median of per-run ratios) | per-run medians |")
         print("|---|---|---|---|")
         for e in entries:
             vals = [r[g][e] for r in runs if e in r.get(g, {})]
-            ratios = [r[g][e] / r[g][OURS] for r in runs if e in r.get(g, {}) and OURS in r.get(g, {})]
-            ratio = f"{statistics.median(ratios):.2f}x" if ratios else "—"
+            rs = ratios(runs, g, e)
+            ratio = f"{statistics.median(rs):.2f}x" if rs else "—"
             print(f"| {e} | {fmt(statistics.median(vals))} | {ratio} | {', '.join(fmt(v) for v in vals)} |")
 
+    # Summary: one row per group, one column per entry: "median (ratio)".
+    entries = sorted({e for r in runs for g in r for e in r[g]}, key=order)
+    print(f"\nsummary (median of {len(runs)} runs' medians; ratio to {OURS} in parentheses)\n")
+    print("| group | " + " | ".join(entries) + " |")
+    print("|---|" + "---|" * len(entries))
+    for g in groups:
+        cells = []
+        for e in entries:
+            vals = [r[g][e] for r in runs if e in r.get(g, {})]
+            if not vals:
+                cells.append("—")
+                continue
+            rs = ratios(runs, g, e)
+            cell = fmt(statistics.median(vals))
+            if rs and e != OURS:
+                cell += f" ({statistics.median(rs):.2f}x)"
+            cells.append(cell)
+        print(f"| {g} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,8 @@
 #include <urcu/urcu-memb.h>
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -265,4 +267,354 @@ uint64_t shim_memb_reader_stop(void)
 	}
 	pthread_mutex_unlock(&shim_reader_mutex);
 	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* call_rcu                                                           */
+/*                                                                    */
+/* The callback benchmarks queue callbacks with urcu_memb_call_rcu()  */
+/* and wait for them with urcu_memb_barrier() (liburcu's             */
+/* rcu_barrier()).  Which call_rcu worker thread a callback goes to   */
+/* is process-wide liburcu state: with no per-CPU call_rcu_data, all  */
+/* callbacks go to the default call_rcu thread; after                 */
+/* urcu_memb_create_all_cpu_call_rcu_data() they go to the worker of  */
+/* the CPU the caller runs on (a thread pinned to that CPU).          */
+/* shim_memb_call_rcu_set_percpu() switches between the two; no       */
+/* per-thread call_rcu_data is ever set.                              */
+/*                                                                    */
+/* One mutex serialises the runs below and the switch, so the         */
+/* completion counter of one run only counts that run's callbacks.    */
+/* ------------------------------------------------------------------ */
+
+#define SHIM_CB_COUNTER 0 /* the callback bumps a shared counter */
+#define SHIM_CB_FREE64 1  /* the callback frees a 64-byte object */
+#define SHIM_MAX_PRODUCERS 64
+
+/* A 64-byte heap object with its rcu_head inside, as C code embeds it. */
+struct shim_obj64 {
+	struct rcu_head head;
+	uint64_t payload[6];
+};
+_Static_assert(sizeof(struct shim_obj64) == 64, "shim_obj64 must be 64 bytes");
+
+static pthread_mutex_t shim_call_rcu_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int shim_percpu_active;  /* protected by shim_call_rcu_mutex */
+static uint64_t shim_cb_counter; /* __atomic accesses */
+
+static void shim_cb_count(struct rcu_head *head)
+{
+	(void)head;
+	__atomic_fetch_add(&shim_cb_counter, 1, __ATOMIC_RELAXED);
+}
+
+static void shim_cb_free64(struct rcu_head *head)
+{
+	free(caa_container_of(head, struct shim_obj64, head));
+}
+
+/*
+ * enable != 0: create one call_rcu worker per CPU (liburcu's
+ * create_all_cpu_call_rcu_data), so that call_rcu() hands callbacks to the
+ * worker of the caller's CPU.  enable == 0: tear the per-CPU workers down
+ * again (free_all_cpu_call_rcu_data; callbacks they still held move to the
+ * default worker), so that call_rcu() uses the default worker.
+ * Returns 0 or an errno value.  Must not be called inside a read-side
+ * critical section (tearing down waits for a grace period).
+ */
+int shim_memb_call_rcu_set_percpu(int enable)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&shim_call_rcu_mutex);
+	if (enable && !shim_percpu_active) {
+		ret = urcu_memb_create_all_cpu_call_rcu_data(0);
+		if (ret == 0) {
+			shim_percpu_active = 1;
+		} else {
+			ret = ret < 0 ? -ret : ret;
+			/* Undo a partial setup. */
+			urcu_memb_free_all_cpu_call_rcu_data();
+		}
+	} else if (!enable && shim_percpu_active) {
+		urcu_memb_free_all_cpu_call_rcu_data();
+		shim_percpu_active = 0;
+	}
+	pthread_mutex_unlock(&shim_call_rcu_mutex);
+	return ret;
+}
+
+/* Start gate: helpers check in, then wait until the coordinator opens it. */
+struct shim_gate {
+	pthread_mutex_t mutex;
+	pthread_cond_t cond;
+	unsigned ready;
+	int open;
+};
+
+/* One producer: its callbacks' memory, prepared before the timed part. */
+struct shim_producer {
+	pthread_t thread;
+	int kind;
+	uint64_t count;
+	struct rcu_head *heads;    /* SHIM_CB_COUNTER: count rcu_heads */
+	struct shim_obj64 **objs;  /* SHIM_CB_FREE64: count objects */
+	int err;
+	int queued;
+	uint64_t start_ns, end_ns; /* the producer's own loop */
+	struct shim_gate *gate;
+};
+
+static int shim_producer_prepare(struct shim_producer *p)
+{
+	uint64_t i;
+
+	if (p->count > SIZE_MAX / sizeof(struct shim_obj64))
+		return ENOMEM;
+	if (p->kind == SHIM_CB_COUNTER) {
+		p->heads = malloc((p->count ? p->count : 1) * sizeof(*p->heads));
+		if (!p->heads)
+			return ENOMEM;
+		/* Touch every page now, so no page fault lands in the timed loop. */
+		memset(p->heads, 0, (p->count ? p->count : 1) * sizeof(*p->heads));
+		return 0;
+	}
+	p->objs = calloc(p->count ? p->count : 1, sizeof(*p->objs));
+	if (!p->objs)
+		return ENOMEM;
+	for (i = 0; i < p->count; i++) {
+		p->objs[i] = malloc(sizeof(struct shim_obj64));
+		if (!p->objs[i])
+			return ENOMEM; /* shim_producer_release frees the rest */
+		p->objs[i]->payload[0] = i;
+	}
+	return 0;
+}
+
+/* The timed loop: one call_rcu() per callback, nothing else. */
+static void shim_producer_queue(struct shim_producer *p)
+{
+	uint64_t i, n = p->count;
+
+	p->start_ns = shim_now_ns();
+	if (p->kind == SHIM_CB_COUNTER) {
+		for (i = 0; i < n; i++)
+			urcu_memb_call_rcu(&p->heads[i], shim_cb_count);
+	} else {
+		for (i = 0; i < n; i++)
+			urcu_memb_call_rcu(&p->objs[i]->head, shim_cb_free64);
+	}
+	p->end_ns = shim_now_ns();
+	p->queued = 1;
+}
+
+/* After urcu_memb_barrier(): queued objects were freed by their callbacks. */
+static void shim_producer_release(struct shim_producer *p)
+{
+	uint64_t i;
+
+	free(p->heads);
+	if (p->objs) {
+		if (!p->queued)
+			for (i = 0; i < p->count; i++)
+				free(p->objs[i]); /* free(NULL) is fine */
+		free(p->objs);
+	}
+	p->heads = NULL;
+	p->objs = NULL;
+}
+
+static void shim_gate_wait(struct shim_gate *g)
+{
+	pthread_mutex_lock(&g->mutex);
+	g->ready++;
+	pthread_cond_broadcast(&g->cond);
+	while (!g->open)
+		pthread_cond_wait(&g->cond, &g->mutex);
+	pthread_mutex_unlock(&g->mutex);
+}
+
+/* Waits until `helpers` helpers checked in, then lets everyone go. */
+static void shim_gate_open(struct shim_gate *g, unsigned helpers)
+{
+	pthread_mutex_lock(&g->mutex);
+	while (g->ready < helpers)
+		pthread_cond_wait(&g->cond, &g->mutex);
+	g->open = 1;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->mutex);
+}
+
+static void *shim_producer_main(void *arg)
+{
+	struct shim_producer *p = arg;
+
+	p->err = shim_memb_register_thread(); /* call_rcu needs a registered thread */
+	if (p->err == 0)
+		p->err = shim_producer_prepare(p);
+	shim_gate_wait(p->gate);
+	if (p->err == 0)
+		shim_producer_queue(p);
+	shim_memb_unregister_thread();
+	return NULL;
+}
+
+/*
+ * Queues `total` callbacks of `kind` from `producers` threads (the calling
+ * thread plus producers - 1 helper pthreads, each with an equal share),
+ * then calls urcu_memb_barrier().  Each producer allocates its callbacks'
+ * memory (rcu_heads, or malloc(64) objects) before the start gate, so only
+ * call_rcu() is inside the timed loops.
+ *
+ * *end_to_end_ns: from the calling thread passing the start gate until
+ * urcu_memb_barrier() returned (every callback has run).
+ * *mean_loop_ns: the mean over producers of each producer's own queueing
+ * loop (clock read before and after its call_rcu() loop).
+ *
+ * For SHIM_CB_COUNTER, checks that exactly `total` callbacks ran (EIO if
+ * not).  Returns 0 or an errno value.  The caller must not be inside a
+ * read-side critical section.
+ */
+int shim_memb_call_rcu_run(int kind, unsigned producers, uint64_t total,
+			   uint64_t *end_to_end_ns, uint64_t *mean_loop_ns)
+{
+	struct shim_producer p[SHIM_MAX_PRODUCERS];
+	struct shim_gate gate;
+	unsigned i, started = 0;
+	uint64_t t0, t1, before, after, queued = 0, loops = 0;
+	int err = 0;
+
+	if (producers == 0 || producers > SHIM_MAX_PRODUCERS ||
+	    (kind != SHIM_CB_COUNTER && kind != SHIM_CB_FREE64) ||
+	    !end_to_end_ns || !mean_loop_ns)
+		return EINVAL;
+
+	pthread_mutex_lock(&shim_call_rcu_mutex);
+	err = shim_memb_register_thread();
+	if (err != 0) {
+		pthread_mutex_unlock(&shim_call_rcu_mutex);
+		return err;
+	}
+	memset(p, 0, sizeof(p));
+	pthread_mutex_init(&gate.mutex, NULL);
+	pthread_cond_init(&gate.cond, NULL);
+	gate.ready = 0;
+	gate.open = 0;
+	for (i = 0; i < producers; i++) {
+		p[i].kind = kind;
+		p[i].count = total / producers + (i < total % producers ? 1 : 0);
+		p[i].gate = &gate;
+	}
+	before = __atomic_load_n(&shim_cb_counter, __ATOMIC_RELAXED);
+
+	for (i = 1; i < producers; i++) {
+		err = pthread_create(&p[i].thread, NULL, shim_producer_main, &p[i]);
+		if (err != 0)
+			break;
+		started++;
+	}
+	if (err == 0)
+		err = shim_producer_prepare(&p[0]);
+	p[0].err = err;
+
+	shim_gate_open(&gate, started);
+	t0 = shim_now_ns();
+	if (p[0].err == 0)
+		shim_producer_queue(&p[0]);
+	for (i = 1; i <= started; i++)
+		pthread_join(p[i].thread, NULL);
+	urcu_memb_barrier();
+	t1 = shim_now_ns();
+
+	for (i = 0; i <= started && i < producers; i++) {
+		if (p[i].err != 0 && err == 0)
+			err = p[i].err;
+		if (p[i].queued) {
+			queued += p[i].count;
+			loops += p[i].end_ns - p[i].start_ns;
+		}
+		shim_producer_release(&p[i]);
+	}
+	after = __atomic_load_n(&shim_cb_counter, __ATOMIC_RELAXED);
+	if (err == 0 && kind == SHIM_CB_COUNTER && after - before != queued)
+		err = EIO;
+
+	pthread_cond_destroy(&gate.cond);
+	pthread_mutex_destroy(&gate.mutex);
+	shim_memb_unregister_thread();
+	pthread_mutex_unlock(&shim_call_rcu_mutex);
+
+	*end_to_end_ns = t1 - t0;
+	*mean_loop_ns = loops / producers;
+	return err;
+}
+
+/* A latency probe: when it was queued and when its callback ran. */
+struct shim_lat_node {
+	struct rcu_head head;
+	uint64_t call_ns;
+	uint64_t run_ns; /* __atomic accesses */
+};
+
+static void shim_cb_latency(struct rcu_head *head)
+{
+	struct shim_lat_node *node = caa_container_of(head, struct shim_lat_node, head);
+
+	__atomic_store_n(&node->run_ns, shim_now_ns(), __ATOMIC_RELAXED);
+}
+
+static void shim_sleep_until(uint64_t deadline_ns)
+{
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(deadline_ns / UINT64_C(1000000000));
+	ts.tv_nsec = (long)(deadline_ns % UINT64_C(1000000000));
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+/*
+ * Light load: the calling thread queues `n` callbacks, one every
+ * `interval_ns` (sleeping in between, against absolute deadlines), each
+ * recording clock_gettime() when it runs; then urcu_memb_barrier().
+ * latencies_ns[i] = run time - time just before call_rcu() of callback i.
+ * Returns 0 or an errno value.  The caller must not be inside a read-side
+ * critical section.
+ */
+int shim_memb_call_rcu_latency(uint64_t n, uint64_t interval_ns, uint64_t *latencies_ns)
+{
+	struct shim_lat_node *nodes;
+	uint64_t i, next;
+	int err;
+
+	if (n == 0)
+		return 0;
+	if (!latencies_ns)
+		return EINVAL;
+	if (n > SIZE_MAX / sizeof(*nodes))
+		return ENOMEM;
+	nodes = malloc(n * sizeof(*nodes));
+	if (!nodes)
+		return ENOMEM;
+	memset(nodes, 0, n * sizeof(*nodes)); /* fault the pages in up front */
+	pthread_mutex_lock(&shim_call_rcu_mutex);
+	err = shim_memb_register_thread();
+	if (err != 0) {
+		pthread_mutex_unlock(&shim_call_rcu_mutex);
+		free(nodes);
+		return err;
+	}
+	next = shim_now_ns();
+	for (i = 0; i < n; i++) {
+		next += interval_ns;
+		shim_sleep_until(next);
+		nodes[i].call_ns = shim_now_ns();
+		urcu_memb_call_rcu(&nodes[i].head, shim_cb_latency);
+	}
+	urcu_memb_barrier();
+	for (i = 0; i < n; i++)
+		latencies_ns[i] = __atomic_load_n(&nodes[i].run_ns, __ATOMIC_RELAXED) - nodes[i].call_ns;
+	shim_memb_unregister_thread();
+	pthread_mutex_unlock(&shim_call_rcu_mutex);
+	free(nodes);
+	return 0;
 }

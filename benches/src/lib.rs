@@ -30,12 +30,33 @@ pub fn check_liburcu() -> bool {
     available
 }
 
+/// What a benchmarked callback does when it runs (`benches/callbacks.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackKind {
+    /// Bumps a shared atomic counter (relaxed `fetch_add`).
+    Counter,
+    /// Frees a 64-byte heap object (`Box<[u64; 8]>`; `malloc(64)` in C).
+    Free64,
+}
+
+/// The median of `values` (the upper one of the two middle values for an
+/// even count; 0 for an empty slice). Sorts `values` in place.
+pub fn median(values: &mut [u64]) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
 /// Safe wrappers around the liburcu-memb benchmark shim.
 #[cfg(have_liburcu)]
 pub mod liburcu {
     use std::fmt;
     use std::marker::PhantomData;
     use std::time::Duration;
+
+    use crate::CallbackKind;
 
     mod ffi {
         extern "C" {
@@ -47,6 +68,19 @@ pub mod liburcu {
             pub fn shim_memb_synchronize_loop(iters: u64) -> u64;
             pub fn shim_memb_reader_start() -> i32;
             pub fn shim_memb_reader_stop() -> u64;
+            pub fn shim_memb_call_rcu_set_percpu(enable: i32) -> i32;
+            pub fn shim_memb_call_rcu_run(
+                kind: i32,
+                producers: u32,
+                total: u64,
+                end_to_end_ns: *mut u64,
+                mean_loop_ns: *mut u64,
+            ) -> i32;
+            pub fn shim_memb_call_rcu_latency(
+                n: u64,
+                interval_ns: u64,
+                latencies_ns: *mut u64,
+            ) -> i32;
         }
     }
 
@@ -183,4 +217,107 @@ pub mod liburcu {
             }
         }
     }
+
+    /// Which liburcu `call_rcu` worker threads receive callbacks.
+    ///
+    /// This is process-wide liburcu state (see [`set_call_rcu_workers`]).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum CallRcuWorkers {
+        /// The default `call_rcu` thread, one for the whole process.
+        Default,
+        /// One `call_rcu` thread per CPU, pinned to it
+        /// (`urcu_memb_create_all_cpu_call_rcu_data`); `call_rcu()` hands a
+        /// callback to the thread of the caller's current CPU.
+        PerCpu,
+    }
+
+    /// Switches liburcu's `call_rcu()` between the default worker and
+    /// per-CPU workers (creating them, or tearing them down with
+    /// `urcu_memb_free_all_cpu_call_rcu_data`, which moves callbacks they
+    /// still hold to the default worker). Serialised with the `call_rcu_*`
+    /// runs below.
+    pub fn set_call_rcu_workers(workers: CallRcuWorkers) -> Result<(), ShimError> {
+        let enable = i32::from(workers == CallRcuWorkers::PerCpu);
+        // SAFETY: the shim serialises this with its call_rcu runs under a
+        // mutex and only calls liburcu's public setup/teardown functions;
+        // it is not called inside a read-side critical section (the shim
+        // never leaves one open across calls).
+        let rc = unsafe { ffi::shim_memb_call_rcu_set_percpu(enable) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(ShimError(rc))
+        }
+    }
+
+    /// The timings of one [`call_rcu_run`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct CallRcuRun {
+        /// From the start of queueing until `rcu_barrier()` returned.
+        pub end_to_end: Duration,
+        /// The mean over producers of each producer's own `call_rcu()` loop.
+        pub mean_producer_loop: Duration,
+    }
+
+    /// The largest producer count the shim accepts.
+    pub const MAX_PRODUCERS: usize = 64;
+
+    /// Queues `total` callbacks of `kind` with `urcu_memb_call_rcu()` from
+    /// `producers` threads (the calling thread and `producers - 1` helper
+    /// pthreads, equal shares), then waits with `urcu_memb_barrier()`. Both
+    /// the queueing loops and the timing run in C; each producer allocates
+    /// its callbacks' memory before the start.
+    ///
+    /// For [`CallbackKind::Counter`] the shim checks that exactly `total`
+    /// callbacks ran (`EIO` otherwise). `EINVAL` if `producers` is 0 or more
+    /// than [`MAX_PRODUCERS`].
+    pub fn call_rcu_run(
+        kind: CallbackKind,
+        producers: usize,
+        total: u64,
+    ) -> Result<CallRcuRun, ShimError> {
+        let producers = u32::try_from(producers).map_err(|_| ShimError(EINVAL))?;
+        let kind = match kind {
+            CallbackKind::Counter => 0,
+            CallbackKind::Free64 => 1,
+        };
+        let (mut e2e, mut mean) = (0_u64, 0_u64);
+        // SAFETY: the out-pointers are valid for writes for the duration of
+        // the call; the shim validates the other arguments, owns every
+        // callback's memory (freed after its barrier) and registers the
+        // threads that call call_rcu. The calling thread is not inside a
+        // read-side critical section (the shim never leaves one open).
+        let rc =
+            unsafe { ffi::shim_memb_call_rcu_run(kind, producers, total, &mut e2e, &mut mean) };
+        if rc == 0 {
+            Ok(CallRcuRun {
+                end_to_end: Duration::from_nanos(e2e),
+                mean_producer_loop: Duration::from_nanos(mean),
+            })
+        } else {
+            Err(ShimError(rc))
+        }
+    }
+
+    /// Light load: queues `n` callbacks with `urcu_memb_call_rcu()` from the
+    /// calling thread, one every `interval` (the C loop sleeps until
+    /// absolute deadlines), then `urcu_memb_barrier()`. Returns, for each
+    /// callback, the time from just before its `call_rcu()` until it ran.
+    pub fn call_rcu_latency(n: usize, interval: Duration) -> Result<Vec<Duration>, ShimError> {
+        let mut out = vec![0_u64; n];
+        let interval_ns = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: `out` has room for exactly `n` values, which the shim
+        // writes; its nodes are its own and freed after its barrier. The
+        // calling thread is not inside a read-side critical section.
+        let rc =
+            unsafe { ffi::shim_memb_call_rcu_latency(n as u64, interval_ns, out.as_mut_ptr()) };
+        if rc == 0 {
+            Ok(out.into_iter().map(Duration::from_nanos).collect())
+        } else {
+            Err(ShimError(rc))
+        }
+    }
+
+    /// `EINVAL` (22 on Linux, the only platform the shim is built on).
+    const EINVAL: i32 = 22;
 }
