@@ -76,14 +76,26 @@ impl Core {
 /// * [`start_poll`](Rcu::start_poll) never waits for a grace period: it hands
 ///   the request to the domain's grace-period engine thread
 ///   (`{prefix}rcu_gp`), started on first use, under a short internal lock.
+/// * [`call`](Rcu::call) and [`retire`](Rcu::retire) never wait: they queue
+///   on the calling thread's shard (one short lock) and may wake the shard's
+///   grace-period worker (`{prefix}rcuog/L`, one per group of shards). The
+///   callback itself runs on the shard's callback worker (`{prefix}rcuo/N`)
+///   after a grace period that the engine thread runs.
+/// * [`barrier`](Rcu::barrier) blocks the caller until the callback workers
+///   have run every earlier callback.
 ///
 /// # Limits
 ///
-/// * Dropping the last handle joins the engine thread; it panics only if that
-///   thread panicked, which would be a bug in this crate.
+/// * Dropping the last handle runs every pending callback (including those
+///   they queue), then joins the callback workers and the engine thread; it
+///   panics only if one of those threads panicked, which would be a bug in
+///   this crate (callback panics are caught). If the last handle is dropped
+///   inside one of the domain's own callbacks, a short-lived
+///   `{prefix}rcu_reap` thread does this instead, since a worker cannot join
+///   itself.
 /// * A guard leaked with [`std::mem::forget`] keeps its section open for ever:
-///   every later grace period of the domain waits for ever, and so does
-///   dropping the last handle while the engine thread is in one.
+///   every later grace period of the domain waits for ever, and so do
+///   callbacks, `barrier()`, and dropping the last handle.
 /// * `fork()`: the child inherits the reader records of every parent thread;
 ///   if one of them was inside a section at the fork, the child's grace
 ///   periods never complete. Fork only from a process whose other threads are
@@ -169,8 +181,8 @@ impl std::error::Error for ConfigError {}
 /// Largest accepted [`Builder::gp_spin_limit`].
 pub const MAX_GP_SPIN_LIMIT: u32 = 1 << 20;
 /// Longest accepted [`Builder::thread_name_prefix`], in bytes, so that worker
-/// names (today `{prefix}rcu_gp`; per-shard callback workers such as
-/// `{prefix}rcuog/123` are planned) fit Linux's 15-byte thread names.
+/// names (`{prefix}rcu_gp`, `{prefix}rcu_reap`, and per shard up to
+/// `{prefix}rcuog/999`) fit Linux's 15-byte thread names.
 pub const MAX_THREAD_NAME_PREFIX: usize = 6;
 
 /// Configuration of a new domain; see [`Rcu::builder`].
