@@ -69,19 +69,26 @@ impl Pending {
 }
 
 rcu_thread_local! {
-    /// On a CB worker: barriers whose internal callback ran in the current
-    /// batch, to be told once the batch has been accounted for.
-    static AFTER_BATCH: std::cell::RefCell<Vec<Arc<Pending>>> =
+    /// On a CB worker: barriers whose internal callback has just run, to be
+    /// told once the worker has accounted for everything it ran so far.
+    static RAN_BARRIERS: std::cell::RefCell<Vec<Arc<Pending>>> =
         std::cell::RefCell::new(Vec::new());
 }
 
-/// Called by a CB worker after it has accounted a batch (shard length and
-/// `invoked` counter): complete the barriers whose callbacks were in it.
-/// Deferring the signal to this point makes `stats()` taken right after
-/// `barrier()` returns add up (nothing counted as pending that has run).
-pub(crate) fn batch_accounted() {
-    let done = AFTER_BATCH.with(|v| std::mem::take(&mut *v.borrow_mut()));
-    for p in done {
+/// Did a barrier callback just run on this CB worker? Then the worker
+/// accounts for the callbacks it ran so far (shard length, `invoked`) and
+/// calls [`signal_ran_barriers`] before it runs anything else: a barrier
+/// waits for exactly the callbacks queued before it, and `stats()` taken as
+/// soon as it returns adds up.
+#[inline]
+pub(crate) fn barrier_ran() -> bool {
+    RAN_BARRIERS.with(|v| !v.borrow().is_empty())
+}
+
+/// Complete the barriers whose callbacks ran; see [`barrier_ran`].
+pub(crate) fn signal_ran_barriers() {
+    let ran = RAN_BARRIERS.with(|v| std::mem::take(&mut *v.borrow_mut()));
+    for p in ran {
         p.done_one();
     }
 }
@@ -92,6 +99,12 @@ pub(crate) fn batch_accounted() {
 pub(crate) fn barrier(core: &Core) {
     let nocb = &core.nocb;
     let state = &nocb.barrier;
+    // Order the caller's earlier `call()`s (their length stores) before
+    // the barrier-sequence read below, as the kernel's `rcu_barrier` does
+    // with `smp_mb()`: otherwise a concurrent barrier could read a stale zero
+    // length for our callback's shard while we read its sequence number as
+    // covering us, and we would return before our callback ran.
+    fence(Ordering::SeqCst);
     let s = seq::snap(state.seq.load(Ordering::Acquire));
     let _serial = state.lock.lock();
     if seq::done(state.seq.load(Ordering::Acquire), s) {
@@ -121,9 +134,9 @@ pub(crate) fn barrier(core: &Core) {
         *pending.remaining.lock() += 1;
         let p = Arc::clone(&pending);
         // Runs on the shard's CB worker, after every callback queued before
-        // it; signals once the worker has accounted its batch.
+        // it; the worker signals once it has accounted for them.
         let seg = l.cbs.entrain(Slot::new(move || {
-            AFTER_BATCH.with(|v| v.borrow_mut().push(p));
+            RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
         }));
         l.barrier_entrained += 1;
         shard

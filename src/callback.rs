@@ -112,20 +112,20 @@ impl Slot {
     /// Run the callback, consuming it. Unwinds if the callback panics (the
     /// closure is consumed either way).
     #[inline]
-    pub(crate) fn invoke(mut self) {
-        let consume = self.consume;
-        let data = ptr::addr_of_mut!(self.data);
-        mem::forget(self);
-        // SAFETY: `self` was a live slot (it is only ever created by `new`
-        // and consumed once); we forgot it, so `data` is consumed only here.
-        unsafe { consume(data, true) }
+    pub(crate) fn invoke(self) {
+        let mut this = mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is a live slot (slots are only created by `new` and
+        // consumed once); wrapping it in `ManuallyDrop` means its `Drop` will
+        // not consume the closure again, so it is consumed only here, in
+        // place.
+        unsafe { (this.consume)(ptr::addr_of_mut!(this.data), true) }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         // SAFETY: a live slot holds a live closure; it is dropped only here
-        // (`invoke` forgets the slot before consuming it).
+        // (`invoke` wraps the slot in `ManuallyDrop` before consuming it).
         unsafe { (self.consume)(ptr::addr_of_mut!(self.data), false) }
     }
 }

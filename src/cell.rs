@@ -15,7 +15,7 @@
 //! is the callback pipeline's, checked by the loom models of
 //! loom-tests/tests/callbacks.rs (`rcu_cell_replace_and_read`).
 
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{rcu_thread_local, AtomicPtr, AtomicUsize, MutexGuard, Ordering};
 use std::marker::PhantomData;
 
 use crate::domain::Rcu;
@@ -53,6 +53,10 @@ use crate::sync::Mutex;
 pub struct RcuCell<T: Send + Sync + 'static> {
     ptr: AtomicPtr<T>,
     writer: Mutex<()>,
+    /// The thread holding `writer` (see `thread_token`), 0 if none: a
+    /// thread can only ever read its own token here while it holds the
+    /// lock, so `Relaxed` suffices to detect re-entry.
+    writer_thread: AtomicUsize,
     rcu: Rcu,
     _owns: PhantomData<Box<T>>,
 }
@@ -63,6 +67,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
         RcuCell {
             ptr: AtomicPtr::new(Box::into_raw(Box::new(value))),
             writer: Mutex::new(()),
+            writer_thread: AtomicUsize::new(0),
             rcu: rcu.clone(),
             _owns: PhantomData,
         }
@@ -93,7 +98,7 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     pub fn replace(&self, value: T) {
         let new = Box::into_raw(Box::new(value));
         let old = {
-            let _w = self.writer.lock();
+            let _w = self.lock_writer("replace");
             self.ptr.swap(new, Ordering::AcqRel)
         };
         self.retire_raw(old);
@@ -101,11 +106,20 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
 
     /// Publish `f(current)`; the old value is dropped on a callback worker
     /// after a grace period. Writers are serialized, so `f` sees the latest
-    /// value and no concurrent update is lost. `f` runs under the cell's
-    /// writer lock: it must not update the same cell.
+    /// value and no concurrent update is lost.
+    ///
+    /// `f` runs under the cell's writer lock, so it must not wait for another
+    /// writer of this cell: calling [`replace`](RcuCell::replace) or `update`
+    /// on the same cell from `f` panics, and waiting in `f` for a thread or
+    /// callback that writes this cell (say, `barrier()` while a pending
+    /// callback replaces it) deadlocks.
+    ///
+    /// # Panics
+    ///
+    /// If `f` panics (the cell is left unchanged), or if `f` writes this cell.
     pub fn update(&self, f: impl FnOnce(&T) -> T) {
         let old = {
-            let _w = self.writer.lock();
+            let _w = self.lock_writer("update");
             let cur = self.ptr.load(Ordering::Acquire);
             // SAFETY: only writers retire values, and they are serialized by
             // `writer`, which we hold: `cur` stays live until we swap it out.
@@ -113,6 +127,23 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
             self.ptr.swap(new, Ordering::AcqRel)
         };
         self.retire_raw(old);
+    }
+
+    /// Take the writer lock, or panic if this thread already holds it (a
+    /// write from inside `update`'s closure), instead of deadlocking.
+    fn lock_writer(&self, what: &str) -> WriterGuard<'_> {
+        let me = thread_token();
+        assert!(
+            self.writer_thread.load(Ordering::Relaxed) != me,
+            "rcu_offload: RcuCell::{what} called from inside RcuCell::update's \
+             closure on the same cell; it would deadlock"
+        );
+        let guard = self.writer.lock();
+        self.writer_thread.store(me, Ordering::Relaxed);
+        WriterGuard {
+            cell_thread: &self.writer_thread,
+            _guard: guard,
+        }
     }
 
     /// Drop the unpublished `old` after a grace period.
@@ -127,6 +158,28 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
             drop(unsafe { Box::from_raw(old.0) });
         });
     }
+}
+
+/// The writer lock, and the record of which thread holds it.
+struct WriterGuard<'a> {
+    cell_thread: &'a AtomicUsize,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared before the lock is released (fields drop after this).
+        self.cell_thread.store(0, Ordering::Relaxed);
+    }
+}
+
+rcu_thread_local! {
+    /// Its address identifies the calling thread (never 0).
+    static THREAD_TOKEN: u8 = 0;
+}
+
+fn thread_token() -> usize {
+    THREAD_TOKEN.with(|t| t as *const u8 as usize)
 }
 
 /// A pointer to a retired value, moved into its freeing callback.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::callback::Slot;
 use crate::gp::GpState;
-use crate::nocb::{default_stride, in_callback_of, Nocb, Stats};
+use crate::nocb::{default_stride, in_any_callback, in_callback_of, Nocb, Stats};
 use crate::reader::{ReadGuard, ReadState};
 use crate::sync::{spawn_named, AtomicUsize, Ordering};
 
@@ -96,7 +96,11 @@ impl Core {
 /// * A guard leaked with [`std::mem::forget`] keeps its section open for ever:
 ///   every later grace period of the domain waits for ever, and so do
 ///   callbacks, `barrier()`, and dropping the last handle.
-/// * `fork()`: the child inherits the reader records of every parent thread;
+/// * `fork()`: the child has none of the parent's worker threads, so a domain
+///   that ever queued a callback is unusable in the child (its callbacks
+///   never run; `barrier()` and dropping the last handle hang), and a shard
+///   lock held at the fork deadlocks `call()`. The child also inherits the
+///   reader records of every parent thread;
 ///   if one of them was inside a section at the fork, the child's grace
 ///   periods never complete. Fork only from a process whose other threads are
 ///   not reading, or `exec` right after.
@@ -503,10 +507,14 @@ impl Rcu {
     /// before this call has ended when `f` starts (kernel: `call_rcu`).
     ///
     /// Never blocks and never waits for a grace period; may be called inside
-    /// a read-side section and from a callback. Costs one lock of the
-    /// calling thread's shard and no allocation for closures of up to three
-    /// words (a `Box`, an `Arc`, a pointer and two integers...); larger
-    /// closures are boxed.
+    /// a read-side section and from a callback. Costs one short lock of the
+    /// calling thread's shard; when that shard had nothing waiting for a
+    /// grace period, also a wake of its GP worker (a lock and, if the worker
+    /// sleeps, a futex wake); on a shard's first `call`, the start of its
+    /// worker threads. Closures of up to three words (say a `Box` or an
+    /// `Arc` plus two integers) are stored inline in recycled blocks of 31
+    /// callbacks, so a steady stream of them allocates nothing (a block is
+    /// allocated when none is free); larger closures are boxed.
     ///
     /// # Which thread runs `f`
     ///
@@ -551,7 +559,8 @@ impl Rcu {
     }
 
     /// Drop `b` on a callback worker after a full grace period (kernel:
-    /// `kfree_rcu`). Same guarantees as [`call`](Rcu::call); never allocates.
+    /// `kfree_rcu`). Same guarantees and costs as [`call`](Rcu::call); the
+    /// `Box` is stored inline.
     ///
     /// ```
     /// let rcu = rcu_offload::Rcu::new();
@@ -632,7 +641,9 @@ impl Rcu {
     }
 }
 
-// No user code ever runs while one of the domain's internal locks is held,
+// No user code ever runs while one of the domain's internal locks is held
+// (callbacks run outside every lock; `RcuCell::update` runs its closure under
+// the cell's own writer lock, which guards nothing but the cell's pointer),
 // and the locks do not poison: a panic caught around any `Rcu` method leaves
 // the domain consistent.
 impl std::panic::UnwindSafe for Rcu {}
@@ -650,11 +661,14 @@ impl Clone for Rcu {
 impl Drop for Rcu {
     fn drop(&mut self) {
         if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if in_callback_of(self.core.reader.id()) {
-                // The last handle died inside one of the domain's own
-                // callbacks (say, a retired value owned it): this thread is a
-                // CB worker and cannot join itself. A reaper thread does the
-                // shutdown once the callback has returned.
+            if in_any_callback() {
+                // The last handle died inside a callback (say, a retired
+                // value owned it). If it is one of this domain's callbacks,
+                // this thread is a CB worker that cannot join itself; if it
+                // is another domain's, draining this one here would stall
+                // that domain's shard for our grace periods, and deadlock if
+                // one of our callbacks waited for that domain. Either way a
+                // reaper thread does the shutdown.
                 let core = Arc::clone(&self.core);
                 let name = format!("{}rcu_reap", self.core.thread_name_prefix);
                 drop(spawn_named(name, move || core.shutdown()));

@@ -26,8 +26,11 @@
 //!   period ends ([`Nocb::gp_completed`]); and the GP worker marks itself
 //!   asleep *before* it scans, under the group's wake lock, so a wake racing
 //!   the scan is never lost. Checked by the loom models
-//!   `enqueue_races_gp_worker_sleep` and `advance_races_gp_completion`
-//!   (loom-tests/tests/callbacks.rs).
+//!   `enqueue_races_gp_worker_sleep`, `advance_races_gp_completion` and
+//!   `gp_completed_by_synchronize` (loom-tests/tests/callbacks.rs). The
+//!   models run one shard in one group; several shards and groups, the
+//!   reaper thread and callbacks that queue callbacks during shutdown are
+//!   covered by the real-thread tests in tests/callbacks.rs.
 //! * **Wake state lives on the group.** Only [`Group::wake`] holds it; all
 //!   decisions to wake a GP worker are taken by the functions in this module
 //!   (the deferred-wakeup levels of the next stage join them here).
@@ -207,6 +210,11 @@ pub(crate) fn set_shard_hint(index: usize) {
     });
 }
 
+/// Is the calling thread a callback worker (of any domain)?
+pub(crate) fn in_any_callback() -> bool {
+    IN_CALLBACK.with(|c| c.get()) != 0
+}
+
 /// Is the calling thread running a callback of domain `id`?
 pub(crate) fn in_callback_of(id: u64) -> bool {
     IN_CALLBACK.with(|c| c.get()) == id
@@ -362,6 +370,9 @@ impl Nocb {
         if shard.started.load(Ordering::Relaxed) {
             return;
         }
+        // Before spawning: if a spawn below fails, shutdown must still stop
+        // whatever did start.
+        self.any_started.store(true, Ordering::Relaxed);
         let prefix = core.thread_name_prefix();
         let g = i / self.stride;
         if !w.group_started[g] {
@@ -378,7 +389,6 @@ impl Nocb {
             .push(spawn_named(format!("{prefix}rcuo/{i}"), move || {
                 crate::worker::cb_worker(&c, i)
             }));
-        self.any_started.store(true, Ordering::Relaxed);
         shard.started.store(true, Ordering::Release);
     }
 
@@ -424,10 +434,14 @@ impl Nocb {
     }
 
     /// Count a panicking callback, and report the first one of the domain.
+    /// A failed write to stderr (say, a closed pipe) is ignored: reporting
+    /// must not panic the worker.
     pub(crate) fn report_panic(&self, shard: usize) {
         self.panics.fetch_add(1, Ordering::Relaxed);
         if !self.panic_reported.swap(true, Ordering::Relaxed) {
-            eprintln!(
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "rcu_offload: a callback panicked on callback worker rcuo/{shard}; \
                  the worker carries on with the other callbacks. Further panics \
                  of this domain are only counted (Rcu::stats().panics)."

@@ -45,8 +45,9 @@ mod imp {
     }
 
     /// A mutex with parking_lot's interface (no poisoning: a panic while
-    /// holding one of our locks is a bug in this crate, never user code, since
-    /// no user code runs under them).
+    /// holding one of our locks is a bug in this crate, since no user code
+    /// runs under them, except `RcuCell::update`'s closure under the cell's
+    /// own writer lock, which leaves the cell unchanged if it panics).
     pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
     pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 

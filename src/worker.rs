@@ -93,7 +93,12 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 nocb.wake_cb_worker(i);
             }
             if let Some(s) = request {
-                core.request_gp(s);
+                if catch_unwind(AssertUnwindSafe(|| core.request_gp(s))).is_err() {
+                    // The engine thread could not be started (the OS refused
+                    // a thread; the panic hook has reported it): run the
+                    // grace period here rather than strand the callbacks.
+                    core.gp.wait_for(s, &core.reader);
+                }
             }
             if let Some(s) = first {
                 if earliest.is_none_or(|e| crate::seq::before(s, e)) {
@@ -162,22 +167,15 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
             }
             let mut ran = 0;
             while let Some(slot) = batch.pop_front(&mut cache) {
-                if catch_unwind(AssertUnwindSafe(|| slot.invoke())).is_err() {
-                    nocb.report_panic(i);
-                }
+                invoke_caught(nocb, i, slot);
                 ran += 1;
+                if crate::barrier::barrier_ran() {
+                    account(core, i, ran, None, &mut cache);
+                    ran = 0;
+                    crate::barrier::signal_ran_barriers();
+                }
             }
-            let mut l = shard.list.lock();
-            l.cbs.recycle(batch);
-            l.cbs.take_spare_blocks(&mut cache);
-            l.invoked += ran as u64;
-            if !mutant("cb_len_early") {
-                shard
-                    .len
-                    .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
-            }
-            drop(l);
-            crate::barrier::batch_accounted();
+            account(core, i, ran, Some(batch), &mut cache);
         }
         let mut w = shard.cb_wake.lock();
         if mutant("cb_sleep_after_drain") {
@@ -196,5 +194,41 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
             continue;
         }
         w.wakeups += 1;
+    }
+}
+
+/// Run one callback; a panic is caught, counted and reported, and so is a
+/// panic while dropping the first panic's payload (user code too), so
+/// nothing a callback does can kill its worker.
+fn invoke_caught(nocb: &crate::nocb::Nocb, i: usize, slot: crate::callback::Slot) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| slot.invoke())) {
+        nocb.report_panic(i);
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(again);
+        }
+    }
+}
+
+/// Account for `ran` callbacks of shard `i` that have returned: lower the
+/// shard length (with `Release`, after they ran) and count them, under the
+/// list lock; give an emptied batch's blocks back.
+fn account(
+    core: &Core,
+    i: usize,
+    ran: usize,
+    emptied: Option<crate::callback::CbQueue>,
+    cache: &mut BlockCache,
+) {
+    let shard = &core.nocb.shards[i];
+    let mut l = shard.list.lock();
+    if let Some(q) = emptied {
+        l.cbs.recycle(q);
+        l.cbs.take_spare_blocks(cache);
+    }
+    l.invoked += ran as u64;
+    if !mutant("cb_len_early") {
+        shard
+            .len
+            .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
     }
 }

@@ -636,6 +636,34 @@ fn panicking_callbacks_are_counted_and_the_worker_carries_on() {
 
 // --- Dropping the last handle -----------------------------------------------------
 
+/// A panic payload whose own `Drop` panics (user code again) must not kill
+/// the worker either: later callbacks and barriers still complete.
+#[test]
+fn panic_payload_that_panics_when_dropped() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("deliberate panic while dropping a panic payload");
+        }
+    }
+    let rcu = Rcu::builder().shards(1).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let rcu2 = rcu.clone();
+    let r = Arc::clone(&ran);
+    within("callbacks after a bomb payload", move || {
+        rcu2.call(|| std::panic::panic_any(Bomb));
+        for _ in 0..5 {
+            let r = Arc::clone(&r);
+            rcu2.call(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        rcu2.barrier();
+        assert_eq!(rcu2.stats().panics, 1);
+    });
+    assert_eq!(ran.load(Ordering::Relaxed), 5);
+}
+
 /// Dropping the last handle runs every pending callback (queued by threads that have exited)
 /// before the drop returns, and the worker threads exit.
 #[test]
@@ -778,6 +806,9 @@ fn last_handle_owned_by_a_retired_value() {
 /// all run before that drop returns, on A's worker.
 #[test]
 fn last_handle_of_another_domain_dropped_inside_a_callback() {
+    // B's shutdown must not run on A's callback worker (it would stall A's
+    // shard for B's grace periods, and deadlock if one of B's callbacks
+    // waited for A): a reaper thread drains B, and the drop returns at once.
     const N: usize = 100;
     let a = Rcu::builder().shards(1).build().unwrap();
     let b = Rcu::builder()
@@ -786,19 +817,25 @@ fn last_handle_of_another_domain_dropped_inside_a_callback() {
         .build()
         .unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
-    for _ in 0..N {
+    for i in 0..N {
         let ran = Arc::clone(&ran);
+        let a = a.clone();
         b.call(move || {
+            if i == 0 {
+                // Waiting for A from one of B's callbacks is allowed; it
+                // deadlocked when B was drained on A's worker.
+                a.barrier();
+            }
             ran.fetch_add(1, Ordering::Relaxed);
         });
     }
     let (tx, rx) = mpsc::channel();
-    let ran2 = Arc::clone(&ran);
     a.call(move || {
         drop(b);
-        let _ = tx.send(ran2.load(Ordering::Relaxed));
+        let _ = tx.send(());
     });
-    assert_eq!(recv(&rx, "A's callback"), N, "B's drop returned early");
+    recv(&rx, "A's callback");
+    wait_until("B's callbacks to run", || ran.load(Ordering::Relaxed) == N);
     #[cfg(target_os = "linux")]
     common::wait_threads_gone("ob-");
     within("barrier on A", move || a.barrier());

@@ -612,3 +612,28 @@ fn rcu_cell_load_checks_the_guards_domain_not_the_handle() {
     drop(gb);
     drop(ga);
 }
+
+/// Writing a cell from inside its own `update` closure panics instead of
+/// deadlocking on the writer lock; the cell is left as it was, and usable.
+#[test]
+fn rcu_cell_written_from_its_own_update_panics() {
+    for nested_update in [false, true] {
+        let rcu = Rcu::new();
+        let cell = rcu_offload::RcuCell::new(&rcu, 1u32);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            cell.update(|v| {
+                if nested_update {
+                    cell.update(|w| w + 1);
+                } else {
+                    cell.replace(7);
+                }
+                v + 1
+            })
+        }));
+        let msg = panic_text(&*r.expect_err("re-entrant write must panic"));
+        assert!(msg.contains("inside RcuCell::update"), "{msg}");
+        assert_eq!(*cell.load(&rcu.read()), 1);
+        cell.update(|v| v + 1);
+        assert_eq!(*cell.load(&rcu.read()), 2);
+    }
+}
