@@ -916,8 +916,8 @@ fn stats_add_up_right_after_barrier() {
 }
 
 /// With several threads calling, the counters settle to: queued == calls, invoked == queued +
-/// barrier callbacks, pending == 0; one entry per configured shard; wakeups and grace periods
-/// were counted.
+/// barrier callbacks, pending == 0; one entry per configured shard; GP-worker wakeups and
+/// grace periods were counted.
 #[test]
 fn stats_settle_after_barrier() {
     const THREADS: usize = 3;
@@ -950,7 +950,9 @@ fn stats_settle_after_barrier() {
             }
             assert!(s.grace_periods >= 1, "{cfg:?}");
             assert!(s.gp_worker_wakeups >= 1, "{cfg:?}");
-            assert!(s.cb_worker_wakeups() >= 1, "{cfg:?}");
+            // No assertion on CB-worker wakeups: a worker that started after
+            // its callbacks were DONE runs them all in its first pass
+            // without ever having been asleep.
             assert_eq!(s.panics, 0);
         });
     }
