@@ -32,6 +32,7 @@ MUTANTS=(
   "cb_len_early|callbacks::barrier_races_enqueue_and_invocation|barrier() returned before"
   "shutdown_no_drain|callbacks::shutdown_runs_pending_callbacks|callbacks lost at shutdown"
   "engine_skips_done_request|callbacks::gp_completed_by_synchronize|deadlock"
+  "barrier_no_opening_fence|callbacks::concurrent_barriers_share_work|barrier() returned before"
 )
 
 cargo build --release --tests --quiet || exit 2

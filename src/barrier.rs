@@ -23,7 +23,10 @@
 //!
 //! Concurrent barriers share work as the kernel's do: a caller that finds
 //! that a whole barrier ran after it arrived (`barrier_seq`, an `rcu_seq`)
-//! returns at once. Callbacks queued by callbacks after the barrier began
+//! returns at once. A full fence before reading `barrier_seq` orders the
+//! caller's earlier `call()`s before it, so the barrier that serves it saw
+//! their shard lengths (loom model `concurrent_barriers_share_work`, mutant
+//! `barrier_no_opening_fence`). Callbacks queued by callbacks after the barrier began
 //! are not waited for.
 
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use crate::callback::Slot;
 use crate::domain::Core;
 use crate::segcblist::DONE;
 use crate::seq;
-use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{fence, mutant, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
 
 /// Per-domain barrier bookkeeping.
 pub(crate) struct BarrierState {
@@ -104,7 +107,9 @@ pub(crate) fn barrier(core: &Core) {
     // with `smp_mb()`: otherwise a concurrent barrier could read a stale zero
     // length for our callback's shard while we read its sequence number as
     // covering us, and we would return before our callback ran.
-    fence(Ordering::SeqCst);
+    if !mutant("barrier_no_opening_fence") {
+        fence(Ordering::SeqCst);
+    }
     let s = seq::snap(state.seq.load(Ordering::Acquire));
     let _serial = state.lock.lock();
     if seq::done(state.seq.load(Ordering::Acquire), s) {

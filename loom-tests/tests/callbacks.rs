@@ -145,6 +145,36 @@ fn barrier_races_enqueue_and_invocation() {
     });
 }
 
+/// (4b) Two barriers at once: one caller queued a callback first, the
+/// other did not. Whether the first caller runs its own barrier or is served
+/// by the other's, it never returns before its callback ran. Mutant caught:
+/// `barrier_no_opening_fence` (the shared early return without the full
+/// fence that orders the caller's `call()` before its sequence read): loom
+/// finds the store-buffering interleaving in which the other barrier reads
+/// a stale zero length while this caller reads the sequence as covering it.
+#[test]
+fn concurrent_barriers_share_work() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::new();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let other = {
+            let rcu = rcu.clone();
+            thread::spawn(move || rcu.barrier())
+        };
+        let r = ran.clone();
+        rcu.call(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        });
+        rcu.barrier();
+        assert_eq!(
+            ran.load(Ordering::Relaxed),
+            1,
+            "barrier() returned before a callback queued before it ran"
+        );
+        other.join().unwrap();
+    });
+}
+
 /// (5) Dropping the last handle with callbacks pending runs them all before
 /// the drop returns, then stops and joins the workers and the engine.
 /// Mutant caught: `shutdown_no_drain` (workers stopped with callbacks still
