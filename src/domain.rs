@@ -691,16 +691,20 @@ impl fmt::Debug for Rcu {
 
 /// The process-wide default domain, created on first use.
 ///
-/// It is never dropped: at process exit its engine thread (if started) is
-/// simply ended with the process, and no grace period is waited for. Code
-/// that must finish its work before exit calls
-/// [`synchronize`](Rcu::synchronize) itself. Not available in `cfg(loom)`
-/// builds, where every model creates its own domain.
+/// It is never dropped: at process exit its worker threads (if started) are
+/// simply ended with the process, callbacks still pending are **not run**,
+/// and no grace period is waited for. Code whose callbacks must run before
+/// exit (flushing, closing files) calls [`barrier`](Rcu::barrier) at the end
+/// of `main`; code that must wait for readers calls
+/// [`synchronize`](Rcu::synchronize). Not available in `cfg(loom)` builds,
+/// where every model creates its own domain.
 ///
 /// ```
 /// let g = rcu_offload::global().read();
 /// drop(g);
 /// rcu_offload::global().synchronize();
+/// rcu_offload::global().call(|| println!("after a grace period"));
+/// rcu_offload::global().barrier(); // before leaving main: it has run
 /// ```
 #[cfg(not(loom))]
 pub fn global() -> &'static Rcu {

@@ -843,6 +843,38 @@ fn last_handle_of_another_domain_dropped_inside_a_callback() {
 
 // --- Thread churn --------------------------------------------------------------------
 
+/// `call()` from a thread-local destructor (after the library's own
+/// thread-locals may be gone) still queues a callback that runs.
+#[test]
+fn call_from_a_thread_local_destructor() {
+    struct CallOnDrop(Rcu, Arc<AtomicUsize>);
+    impl Drop for CallOnDrop {
+        fn drop(&mut self) {
+            let ran = Arc::clone(&self.1);
+            self.0.call(move || {
+                ran.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    }
+    thread_local! {
+        static LATE: std::cell::RefCell<Option<CallOnDrop>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let rcu = Rcu::builder().shards(2).build().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (r2, ran2) = (rcu.clone(), Arc::clone(&ran));
+    thread::spawn(move || {
+        // Queue one callback first, so that the library's thread-locals are
+        // initialised before ours and may be destroyed before ours runs.
+        r2.call(|| ());
+        LATE.with(|l| *l.borrow_mut() = Some(CallOnDrop(r2, ran2)));
+    })
+    .join()
+    .unwrap();
+    within("barrier after a TLS-destructor call", move || rcu.barrier());
+    assert_eq!(ran.load(Ordering::Relaxed), 1);
+}
+
 /// Many short-lived threads each queue a few callbacks and exit at once: every callback runs.
 #[test]
 fn short_lived_threads_calling_then_exiting() {
