@@ -38,7 +38,14 @@
 //!   plus those a CB worker has taken out but not yet finished invoking. It is
 //!   written only under the list lock and read by `barrier()` without it;
 //!   it falls only after the callbacks it counted have returned, with
-//!   `Release`, so a reader that sees it fall also sees their effects.
+//!   `Release`, so a reader that sees it fall also sees their effects; and
+//!   `barrier()` executes a full fence before its first read, so a `call()`
+//!   that happened before the barrier (on any thread) is never read as 0
+//!   while its callback is pending. These are the "fully ordered 0→1 and
+//!   1→0 transitions" of DESIGN.md, obtained with release stores under the
+//!   lock plus the barrier's fence rather than full fences on every update
+//!   (loom models `barrier_races_enqueue_and_invocation` and
+//!   `concurrent_barriers_share_work`).
 //!
 //! # Shards
 //!
