@@ -144,9 +144,7 @@ pub(crate) fn barrier(core: &Core) {
             RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
         }));
         l.barrier_entrained += 1;
-        shard
-            .len
-            .store(shard.len.load(Ordering::Relaxed) + 1, Ordering::Release);
+        shard.len_add(&l, 1);
         drop(l);
         if seg == DONE {
             nocb.wake_cb_worker(i);

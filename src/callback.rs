@@ -205,14 +205,6 @@ impl BlockCache {
             to.spare.push(b);
         }
     }
-
-    /// Take every empty block of `q` (which must be empty) for reuse.
-    pub(crate) fn recycle(&mut self, mut q: CbQueue) {
-        debug_assert_eq!(q.len, 0);
-        while let Some(b) = q.blocks.pop_front() {
-            self.put(b);
-        }
-    }
 }
 
 impl CbQueue {

@@ -101,6 +101,24 @@ pub(crate) struct Shard {
     started: AtomicBool,
 }
 
+impl Shard {
+    /// Raise the shard length by `n`. `_held` is the list, borrowed from its
+    /// lock guard: the length is written only under that lock, so a plain
+    /// load and store suffice (see "Shard length" above).
+    pub(crate) fn len_add(&self, _held: &ShardList, n: usize) {
+        self.len
+            .store(self.len.load(Ordering::Relaxed) + n, Ordering::Release);
+    }
+
+    /// Lower the shard length by `n` callbacks that have returned; as
+    /// [`len_add`](Shard::len_add). `Release`: a reader that sees the new
+    /// value also sees those callbacks' effects.
+    pub(crate) fn len_sub(&self, _held: &ShardList, n: usize) {
+        self.len
+            .store(self.len.load(Ordering::Relaxed) - n, Ordering::Release);
+    }
+}
+
 /// The wake state of a group, on its leader (kernel: `nocb_gp_sleep`,
 /// `nocb_gp_lock` of the `rdp_gp`).
 pub(crate) struct GroupWake {
@@ -319,10 +337,7 @@ impl Nocb {
             let was_all_done = l.cbs.pending() == 0;
             l.cbs.enqueue(slot);
             l.queued += 1;
-            // Written only under the lock: a plain increment suffices.
-            shard
-                .len
-                .store(shard.len.load(Ordering::Relaxed) + 1, Ordering::Release);
+            shard.len_add(&l, 1);
             was_all_done
         };
         if was_all_done && !mutant("enqueue_no_wake") {

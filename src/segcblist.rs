@@ -187,11 +187,6 @@ impl SegCbList {
         seg
     }
 
-    /// Give the blocks of an emptied batch back for reuse.
-    pub(crate) fn recycle(&mut self, q: CbQueue) {
-        self.cache.recycle(q);
-    }
-
     /// Take the spare blocks another owner collected (a CB worker's pops).
     pub(crate) fn take_spare_blocks(&mut self, from: &mut BlockCache) {
         from.move_into(&mut self.cache);

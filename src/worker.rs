@@ -53,7 +53,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::callback::BlockCache;
 use crate::domain::Core;
 use crate::nocb::CallbackScope;
-use crate::sync::{mutant, Ordering};
+use crate::sync::mutant;
 
 /// The GP worker of group `g`.
 pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
@@ -155,10 +155,7 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
                 if mutant("cb_len_early") {
                     // Broken variant: count the batch as finished before
                     // running it.
-                    shard.len.store(
-                        shard.len.load(Ordering::Relaxed) - batch.len(),
-                        Ordering::Release,
-                    );
+                    shard.len_sub(&l, batch.len());
                 }
                 batch
             };
@@ -170,12 +167,12 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
                 invoke_caught(nocb, i, slot);
                 ran += 1;
                 if crate::barrier::barrier_ran() {
-                    account(core, i, ran, None, &mut cache);
+                    account(core, i, ran, &mut cache);
                     ran = 0;
                     crate::barrier::signal_ran_barriers();
                 }
             }
-            account(core, i, ran, Some(batch), &mut cache);
+            account(core, i, ran, &mut cache);
         }
         let mut w = shard.cb_wake.lock();
         if mutant("cb_sleep_after_drain") {
@@ -210,25 +207,14 @@ fn invoke_caught(nocb: &crate::nocb::Nocb, i: usize, slot: crate::callback::Slot
 }
 
 /// Account for `ran` callbacks of shard `i` that have returned: lower the
-/// shard length (with `Release`, after they ran) and count them, under the
-/// list lock; give an emptied batch's blocks back.
-fn account(
-    core: &Core,
-    i: usize,
-    ran: usize,
-    emptied: Option<crate::callback::CbQueue>,
-    cache: &mut BlockCache,
-) {
+/// shard length (after they ran) and count them, under the list lock; hand
+/// the blocks the worker emptied back to the shard for reuse.
+fn account(core: &Core, i: usize, ran: usize, cache: &mut BlockCache) {
     let shard = &core.nocb.shards[i];
     let mut l = shard.list.lock();
-    if let Some(q) = emptied {
-        l.cbs.recycle(q);
-        l.cbs.take_spare_blocks(cache);
-    }
+    l.cbs.take_spare_blocks(cache);
     l.invoked += ran as u64;
     if !mutant("cb_len_early") {
-        shard
-            .len
-            .store(shard.len.load(Ordering::Relaxed) - ran, Ordering::Release);
+        shard.len_sub(&l, ran);
     }
 }
