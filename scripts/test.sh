@@ -23,4 +23,6 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   | grep -v '^\s*$'
 
 echo "== loom mutants"
-CARGO_TARGET_DIR=target/loom loom-tests/mutants.sh
+# Absolute: mutants.sh works from loom-tests/, where a relative path would
+# point at a second, separate loom build.
+CARGO_TARGET_DIR="$PWD/target/loom" loom-tests/mutants.sh
