@@ -129,10 +129,15 @@ pub(crate) fn barrier(core: &Core) {
         cv: Condvar::new(),
     });
     for (i, shard) in nocb.shards.iter().enumerate() {
-        if shard.len.load(Ordering::Acquire) == 0 {
-            continue;
-        }
+        // Under both locks (bypass, then list): flush the bypass, so that
+        // its callbacks (lazy ones too) run before ours, then entrain. The
+        // locks order every `call()` that happened before us, on any thread,
+        // before this look at the shard.
+        let mut b = shard.bypass.lock();
         let mut l = shard.list.lock();
+        // Mutant `barrier_skips_bypass`: entrain without flushing first.
+        let owed = !mutant("barrier_skips_bypass") && shard.flush_bypass(&mut b, &mut l);
+        drop(b);
         if shard.len.load(Ordering::Relaxed) == 0 {
             continue;
         }
@@ -148,6 +153,10 @@ pub(crate) fn barrier(core: &Core) {
         drop(l);
         if seg == DONE {
             nocb.wake_cb_worker(i);
+        }
+        if owed {
+            // The flush gave the list its first pending callbacks.
+            nocb.wake_gp_worker(nocb.group_of(i));
         }
     }
     pending.done_one();

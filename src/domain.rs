@@ -10,10 +10,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::callback::Slot;
 use crate::gp::GpState;
-use crate::nocb::{default_stride, in_any_callback, in_callback_of, Nocb, Stats};
+use crate::nocb::{
+    default_stride, in_any_callback, in_callback_of, Config as NocbConfig, Nocb, Stats,
+};
 use crate::reader::{ReadGuard, ReadState};
 use crate::sync::{spawn_named, AtomicUsize, Ordering};
 
@@ -213,6 +216,13 @@ pub struct Builder {
     shards: Option<usize>,
     gp_stride: Option<usize>,
     callback_batch_limit: usize,
+    tick: Duration,
+    lazy_timeout: Duration,
+    nobypass_limit: usize,
+    bypass_max: usize,
+    high_water: usize,
+    low_water: Option<usize>,
+    caller_runs_callbacks: bool,
 }
 
 /// Largest accepted [`Builder::shards`] (worker names must fit 15 bytes).
@@ -220,6 +230,24 @@ pub const MAX_SHARDS: usize = 1000;
 
 /// Default [`Builder::callback_batch_limit`].
 pub const DEFAULT_CALLBACK_BATCH_LIMIT: usize = 1024;
+
+/// Default [`Builder::tick`]: 1 ms.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(1);
+
+/// Default [`Builder::lazy_timeout`]: 1 s (the kernel's default lazy flush).
+pub const DEFAULT_LAZY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default [`Builder::nobypass_limit`]: 16 enqueues per tick (the kernel's
+/// `nocb_nobypass_lim_per_jiffy` at HZ=1000).
+pub const DEFAULT_NOBYPASS_LIMIT: usize = 16;
+
+/// Default [`Builder::bypass_max`]: 10,000 callbacks (the kernel's
+/// `qhimark`).
+pub const DEFAULT_BYPASS_MAX: usize = 10_000;
+
+/// Default [`Builder::high_water`]: 100,000 pending callbacks (3.2 MB of
+/// queue, plus whatever the callbacks own).
+pub const DEFAULT_HIGH_WATER: usize = 100_000;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -232,6 +260,13 @@ impl Default for Builder {
             shards: None,
             gp_stride: None,
             callback_batch_limit: DEFAULT_CALLBACK_BATCH_LIMIT,
+            tick: DEFAULT_TICK,
+            lazy_timeout: DEFAULT_LAZY_TIMEOUT,
+            nobypass_limit: DEFAULT_NOBYPASS_LIMIT,
+            bypass_max: DEFAULT_BYPASS_MAX,
+            high_water: DEFAULT_HIGH_WATER,
+            low_water: None,
+            caller_runs_callbacks: false,
         }
     }
 }
@@ -291,6 +326,67 @@ impl Builder {
         self
     }
 
+    /// The domain's tick (default [`DEFAULT_TICK`], between 10 µs and 1 s):
+    /// the unit of flood detection and wake rate-limiting, the age at which
+    /// a bypass list is flushed, and the delay of a deferred wake (the
+    /// kernel's jiffy).
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// How long a lazy callback ([`Rcu::call_lazy`]) may wait to be batched
+    /// with others before its grace period starts (default
+    /// [`DEFAULT_LAZY_TIMEOUT`]; at least one tick, at most an hour).
+    pub fn lazy_timeout(mut self, timeout: Duration) -> Self {
+        self.lazy_timeout = timeout;
+        self
+    }
+
+    /// A shard is in a flood, and its callbacks go to its bypass list, once
+    /// more than this many were queued on it in one tick (default
+    /// [`DEFAULT_NOBYPASS_LIMIT`]; `usize::MAX` never uses the bypass for
+    /// non-lazy callbacks).
+    pub fn nobypass_limit(mut self, limit: usize) -> Self {
+        self.nobypass_limit = limit;
+        self
+    }
+
+    /// A bypass list is flushed into the segmented list once it holds this
+    /// many callbacks, or is a tick old (default [`DEFAULT_BYPASS_MAX`], at
+    /// least 1).
+    pub fn bypass_max(mut self, max: usize) -> Self {
+        self.bypass_max = max;
+        self
+    }
+
+    /// The memory bound: when more than this many callbacks are pending in
+    /// the domain, `call()` expedites and, from an ordinary thread, blocks
+    /// until the backlog is below [`low_water`](Builder::low_water)
+    /// (default [`DEFAULT_HIGH_WATER`]; `usize::MAX` disables throttling).
+    /// See [`Rcu::call`] for who blocks and who does not.
+    pub fn high_water(mut self, high: usize) -> Self {
+        self.high_water = high;
+        self
+    }
+
+    /// Where a throttled `call()` resumes (default: half the high-water
+    /// mark; must be below it).
+    pub fn low_water(mut self, low: usize) -> Self {
+        self.low_water = Some(low);
+        self
+    }
+
+    /// loom only: start no callback-worker threads; the model's own thread
+    /// runs the callbacks with [`Rcu::loom_run_callbacks`], which saves a
+    /// thread in models of the wake protocols.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_caller_runs_callbacks(mut self) -> Self {
+        self.caller_runs_callbacks = true;
+        self
+    }
+
     /// Create the domain, or say which setting makes no sense.
     pub fn build(self) -> Result<Rcu, ConfigError> {
         let shards = match self.shards {
@@ -345,12 +441,59 @@ impl Builder {
                 "thread names cannot contain NUL",
             ));
         }
+        if self.tick < Duration::from_micros(10) || self.tick > Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "tick",
+                format!("{:?}: need between 10 µs and 1 s", self.tick),
+            ));
+        }
+        if self.lazy_timeout < self.tick || self.lazy_timeout > Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "lazy_timeout",
+                format!(
+                    "{:?}: need between one tick ({:?}) and an hour",
+                    self.lazy_timeout, self.tick
+                ),
+            ));
+        }
+        if self.bypass_max == 0 {
+            return Err(ConfigError::new(
+                "bypass_max",
+                "a bypass list must hold at least one callback",
+            ));
+        }
+        let low_water = self.low_water.unwrap_or(self.high_water / 2);
+        if self.high_water == 0 || low_water >= self.high_water {
+            return Err(ConfigError::new(
+                if self.high_water == 0 {
+                    "high_water"
+                } else {
+                    "low_water"
+                },
+                format!(
+                    "high water {} and low water {low_water}: need 0 <= low < high, high >= 1",
+                    self.high_water
+                ),
+            ));
+        }
+        let cfg = NocbConfig {
+            shards,
+            stride,
+            batch_limit: self.callback_batch_limit,
+            tick_ns: self.tick.as_nanos() as u64,
+            lazy_ns: self.lazy_timeout.as_nanos() as u64,
+            nobypass_limit: self.nobypass_limit as u64,
+            bypass_max: self.bypass_max,
+            high_water: self.high_water,
+            low_water,
+            caller_runs_callbacks: self.caller_runs_callbacks,
+        };
         let light = self.membarrier && membarrier_available();
         Ok(Rcu {
             core: Arc::new(Core {
                 reader: ReadState::new(light, self.gp_spin_limit),
                 gp: GpState::new(),
-                nocb: Nocb::new(shards, stride, self.callback_batch_limit),
+                nocb: Nocb::new(cfg),
                 handles: AtomicUsize::new(1),
                 thread_name_prefix: self.thread_name_prefix,
             }),
@@ -555,7 +698,48 @@ impl Rcu {
     /// ```
     #[inline]
     pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.core.nocb.call(&self.core, Slot::new(f));
+        self.core.nocb.call(&self.core, Slot::new(f), false);
+    }
+
+    /// Like [`call`](Rcu::call), but the callback may wait up to the lazy
+    /// timeout ([`Builder::lazy_timeout`], default 1 s) before its grace
+    /// period even starts, to be batched with others (kernel: `call_rcu`
+    /// with lazy RCU). Lazy callbacks wake nobody: on an idle system a
+    /// trickle of them costs one timer and one grace period per timeout,
+    /// instead of a wake-up and a grace period each.
+    ///
+    /// A lazy callback waits less when something else happens first: a
+    /// non-lazy `call()` on the same shard promotes every lazy callback
+    /// queued before it to a normal wait, [`barrier`](Rcu::barrier) flushes
+    /// them at once, and so does memory pressure (the high-water mark).
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// let rcu = rcu_offload::Rcu::new();
+    /// let ran = Arc::new(AtomicBool::new(false));
+    /// let r = Arc::clone(&ran);
+    /// rcu.call_lazy(move || r.store(true, Ordering::Relaxed));
+    /// rcu.barrier(); // does not wait out the lazy timeout
+    /// assert!(ran.load(Ordering::Relaxed));
+    /// ```
+    #[inline]
+    pub fn call_lazy<F: FnOnce() + Send + 'static>(&self, f: F) {
+        self.core.nocb.call(&self.core, Slot::new(f), true);
+    }
+
+    /// loom only: run shard `shard`'s callbacks on this thread, as its CB
+    /// worker would, until `invoked` callbacks of the shard have finished
+    /// (barrier callbacks included). Needs
+    /// `Builder::loom_caller_runs_callbacks`.
+    #[cfg(loom)]
+    #[doc(hidden)]
+    pub fn loom_run_callbacks(&self, shard: usize, invoked: u64) {
+        let core = &self.core;
+        crate::worker::run_callbacks(core, shard, || {
+            core.nocb.shards[shard].list.lock().invoked >= invoked
+        });
     }
 
     /// Drop `b` on a callback worker after a full grace period (kernel:

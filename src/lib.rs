@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod barrier;
+mod bypass;
 mod callback;
 mod cell;
 mod domain;
@@ -63,14 +64,18 @@ mod reader;
 mod segcblist;
 mod seq;
 mod sync;
+mod throttle;
+mod timer;
+mod wake;
 mod worker;
 
 pub use cell::RcuCell;
 #[cfg(not(loom))]
 pub use domain::global;
 pub use domain::{
-    Builder, ConfigError, GpCookie, Rcu, DEFAULT_CALLBACK_BATCH_LIMIT, MAX_GP_SPIN_LIMIT,
-    MAX_SHARDS, MAX_THREAD_NAME_PREFIX,
+    Builder, ConfigError, GpCookie, Rcu, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT,
+    DEFAULT_HIGH_WATER, DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_TICK,
+    MAX_GP_SPIN_LIMIT, MAX_SHARDS, MAX_THREAD_NAME_PREFIX,
 };
 pub use nocb::{ShardStats, Stats};
 pub use reader::ReadGuard;

@@ -58,14 +58,18 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::bypass::Bypass;
 use crate::callback::Slot;
 use crate::domain::Core;
 use crate::gp::GpState;
 use crate::segcblist::SegCbList;
 use crate::sync::{
-    mutant, rcu_thread_local, spawn_named, AtomicBool, AtomicU64, AtomicUsize, Condvar, JoinHandle,
-    Mutex, Ordering,
+    mutant, now_ns, rcu_thread_local, spawn_named, AtomicBool, AtomicU64, AtomicU8, AtomicUsize,
+    Condvar, JoinHandle, Mutex, Ordering,
 };
+use crate::throttle::Throttle;
+use crate::timer::TimerService;
+use crate::wake::{Delays, GroupWake, Level};
 
 /// A shard's list and the counters its lock protects.
 pub(crate) struct ShardList {
@@ -88,9 +92,16 @@ pub(crate) struct CbWake {
 
 /// One callback queue with its CB worker (kernel: an offloaded `rcu_data`).
 pub(crate) struct Shard {
+    /// The bypass list and flood accounting (bypass.rs). Every `call()`
+    /// takes this lock first; in a flood it is the only lock it takes. Lock
+    /// order: `bypass`, then `list`. The GP worker only try-locks it.
+    pub(crate) bypass: Mutex<Bypass>,
+    /// The bypass length, written under the bypass lock (bypass.rs).
+    pub(crate) bypass_len: AtomicUsize,
     /// The list. Every critical section on it is a few list operations;
     /// nothing blocks or makes a system call while holding it (wakes are
-    /// issued after releasing it), and `call()` takes it once per callback.
+    /// issued after releasing it); `call()` outside a flood takes it once
+    /// per callback.
     pub(crate) list: Mutex<ShardList>,
     pub(crate) cb_wake: Mutex<CbWake>,
     /// The CB worker sleeps here, under `cb_wake`.
@@ -117,19 +128,29 @@ impl Shard {
         self.len
             .store(self.len.load(Ordering::Relaxed) - n, Ordering::Release);
     }
-}
 
-/// The wake state of a group, on its leader (kernel: `nocb_gp_sleep`,
-/// `nocb_gp_lock` of the `rdp_gp`).
-pub(crate) struct GroupWake {
-    /// `true` from the moment the GP worker starts a scan until someone
-    /// wakes it: a waker that finds it `true` sets it `false` and notifies.
-    pub(crate) sleep: bool,
-    /// The grace period the sleeping GP worker waits for, if any.
-    pub(crate) awaited: Option<u64>,
-    /// Shut down: the GP worker exits.
-    pub(crate) stop: bool,
-    pub(crate) wakeups: u64,
+    /// Callbacks of this shard not yet finished: list, bypass and in
+    /// flight (a lock-free estimate for the throttle and `stats()`).
+    pub(crate) fn backlog(&self) -> usize {
+        self.bypass_len.load(Ordering::Relaxed) + self.len.load(Ordering::Relaxed)
+    }
+
+    /// Move the whole bypass into the segmented list, under both locks
+    /// (kernel: `rcu_nocb_flush_bypass`). Returns whether the list went from
+    /// nothing pending to something pending: then the caller owes the GP
+    /// worker a wake (or is the GP worker).
+    pub(crate) fn flush_bypass(&self, b: &mut Bypass, l: &mut ShardList) -> bool {
+        let n = b.len();
+        if n == 0 {
+            return false;
+        }
+        let was_all_done = l.cbs.pending() == 0;
+        l.cbs.lend_spare_blocks(b.cache());
+        l.cbs.insert_pending(b.take());
+        self.len_add(l, n);
+        self.bypass_len.store(0, Ordering::Release);
+        was_all_done
+    }
 }
 
 /// A GP worker and the shards it serves (kernel: an `rcuog` kthread's
@@ -139,6 +160,33 @@ pub(crate) struct Group {
     pub(crate) shards: std::ops::Range<usize>,
     pub(crate) wake: Mutex<GroupWake>,
     pub(crate) cv: Condvar,
+    /// A copy of the wake level, stored under `wake` after every change, so
+    /// that `call()` can see a pending WAKE without taking the lock.
+    level_hint: AtomicU8,
+}
+
+impl Group {
+    /// Publish `w`'s level to the lock-free hint; called under `wake`
+    /// after every change of the level.
+    fn publish(&self, w: &GroupWake) {
+        self.level_hint.store(w.level() as u8, Ordering::Relaxed);
+    }
+}
+
+/// The callback configuration of a domain (from its `Builder`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub(crate) shards: usize,
+    pub(crate) stride: usize,
+    pub(crate) batch_limit: usize,
+    pub(crate) tick_ns: u64,
+    pub(crate) lazy_ns: u64,
+    pub(crate) nobypass_limit: u64,
+    pub(crate) bypass_max: usize,
+    pub(crate) high_water: usize,
+    pub(crate) low_water: usize,
+    /// loom only: no CB worker threads; the model runs them.
+    pub(crate) caller_runs_callbacks: bool,
 }
 
 /// Worker threads, started lazily.
@@ -153,6 +201,11 @@ pub(crate) struct Nocb {
     pub(crate) groups: Box<[Group]>,
     pub(crate) stride: usize,
     pub(crate) batch_limit: usize,
+    pub(crate) cfg: Config,
+    pub(crate) timer: TimerService,
+    pub(crate) throttle: Throttle,
+    /// When the last expedite happened (rate-limits them to one a tick).
+    last_expedite: AtomicU64,
     workers: Mutex<Workers>,
     /// Some worker has ever been started (nothing to drain otherwise).
     any_started: AtomicBool,
@@ -268,25 +321,33 @@ pub(crate) fn default_stride(n: usize) -> usize {
 }
 
 impl Nocb {
-    pub(crate) fn new(shards: usize, stride: usize, batch_limit: usize) -> Nocb {
+    pub(crate) fn new(cfg: Config) -> Nocb {
+        let Config {
+            shards,
+            stride,
+            batch_limit,
+            ..
+        } = cfg;
         let groups: Box<[Group]> = (0..shards)
             .step_by(stride)
             .map(|leader| Group {
                 leader,
                 shards: leader..(leader + stride).min(shards),
-                wake: Mutex::new(GroupWake {
-                    sleep: false,
-                    awaited: None,
-                    stop: false,
-                    wakeups: 0,
-                }),
+                wake: Mutex::new(GroupWake::new()),
                 cv: Condvar::new(),
+                level_hint: AtomicU8::new(Level::None as u8),
             })
             .collect();
         Nocb {
+            timer: TimerService::new(groups.len()),
+            throttle: Throttle::new(cfg.high_water, cfg.low_water, shards),
+            last_expedite: AtomicU64::new(0),
+            cfg,
             shards: (0..shards)
                 .map(|_| {
                     CachePadded::new(Shard {
+                        bypass: Mutex::new(Bypass::default()),
+                        bypass_len: AtomicUsize::new(0),
                         list: Mutex::new(ShardList {
                             cbs: SegCbList::default(),
                             queued: 0,
@@ -324,36 +385,215 @@ impl Nocb {
     }
 
     /// Queue `slot` on the calling thread's shard (kernel: `call_rcu` on an
-    /// offloaded CPU).
+    /// offloaded CPU, `rcu_nocb_try_bypass` and `__call_rcu_nocb_wake`).
+    /// `lazy`: the callback may wait up to the lazy timeout to be batched.
     #[inline]
-    pub(crate) fn call(&self, core: &Arc<Core>, slot: Slot) {
+    pub(crate) fn call(&self, core: &Arc<Core>, slot: Slot, lazy: bool) {
         let i = shard_index(self.shards.len());
         let shard = &self.shards[i];
         if !shard.started.load(Ordering::Acquire) {
             self.start_workers(core, i);
         }
-        let was_all_done = {
+        if shard.backlog() > self.throttle.share {
+            self.over_share(core);
+        }
+        let cfg = &self.cfg;
+        let mut b = shard.bypass.lock();
+        let flood = b.count_enqueue(cfg.nobypass_limit, cfg.tick_ns);
+        if lazy || flood || b.len() != 0 {
+            if b.len() == 0 {
+                // A new bypass is timed from now (one clock read per bypass).
+                b.sample_clock(cfg.nobypass_limit, cfg.tick_ns);
+            }
+            let accept = (lazy || flood)
+                // Mutant `lazy_no_promote`: a non-lazy callback joins a
+                // lazy-only bypass and waits out the lazy timeout.
+                && (lazy || !b.lazy_only() || mutant("lazy_no_promote"))
+                && !b.should_flush(b.now, cfg.bypass_max, cfg.tick_ns, cfg.lazy_ns);
+            if accept {
+                let was_empty = b.push(slot, lazy);
+                shard.bypass_len.store(
+                    shard.bypass_len.load(Ordering::Relaxed) + 1,
+                    Ordering::Release,
+                );
+                let now = b.now;
+                drop(b);
+                if was_empty && !mutant("bypass_no_defer") {
+                    // No stranded bypass: make sure a flush will come.
+                    let level = if lazy { Level::Lazy } else { Level::Bypass };
+                    self.defer_wake(core, i / self.stride, level, now);
+                }
+                return;
+            }
+        }
+        // The segmented list: flush the bypass first (FIFO, barrier).
+        let (was_all_done, perform) = {
             let mut l = shard.list.lock();
-            let was_all_done = l.cbs.pending() == 0;
+            let mut was_all_done = shard.flush_bypass(&mut b, &mut l);
+            drop(b);
+            was_all_done |= l.cbs.pending() == 0;
             l.cbs.enqueue(slot);
             l.queued += 1;
             shard.len_add(&l, 1);
-            was_all_done
+            let hint = self.groups[i / self.stride]
+                .level_hint
+                .load(Ordering::Relaxed);
+            (was_all_done, !was_all_done && hint >= Level::Wake as u8)
         };
-        if was_all_done && !mutant("enqueue_no_wake") {
-            self.wake_gp_worker(self.group_of(i));
+        if (was_all_done && !mutant("enqueue_no_wake")) || perform {
+            self.wake_or_defer(core, i / self.stride, was_all_done);
         }
     }
 
-    /// Wake `group`'s GP worker if it is (or is about to go) asleep
-    /// (kernel: `wake_nocb_gp`). The one place that ends a GP worker's
-    /// sleep on behalf of new work.
-    pub(crate) fn wake_gp_worker(&self, group: &Group) {
+    /// The list of a shard of group `g` went from nothing pending to
+    /// something pending (`owed`), or a deferred WAKE is pending: wake the
+    /// GP worker now if we may, else defer the wake (module wake.rs).
+    /// We may not inside a read-side section of the domain (no system calls
+    /// there), nor twice in one tick (flood rate-limiting).
+    #[cold]
+    fn wake_or_defer(&self, core: &Arc<Core>, g: usize, owed: bool) {
+        let group = &self.groups[g];
+        let reading = core.reader.current_nesting() != 0;
+        let now = now_ns();
+        let tick = now / self.cfg.tick_ns;
         let mut w = group.wake.lock();
+        if !owed && w.level() < Level::Wake {
+            return; // someone performed it meanwhile
+        }
+        if reading || w.last_direct_wake == tick {
+            if owed {
+                self.defer_locked(core, g, &mut w, Level::Wake, now);
+            }
+            return;
+        }
+        self.wake_locked(group, &mut w, tick);
+    }
+
+    /// Ask for a deferred wake of group `g` at `level` (module wake.rs).
+    pub(crate) fn defer_wake(&self, core: &Arc<Core>, g: usize, level: Level, now: u64) {
+        let mut w = self.groups[g].wake.lock();
+        self.defer_locked(core, g, &mut w, level, now);
+    }
+
+    fn defer_locked(&self, core: &Arc<Core>, g: usize, w: &mut GroupWake, level: Level, now: u64) {
+        if w.stop {
+            return;
+        }
+        let delays = Delays {
+            tick: self.cfg.tick_ns,
+            lazy: self.cfg.lazy_ns,
+        };
+        if let Some(deadline) = w.defer(level, now, delays) {
+            self.timer.schedule(core, g, deadline);
+        }
+        self.groups[g].publish(w);
+    }
+
+    /// Wake `group`'s GP worker now (kernel: `wake_nocb_gp`): cancel its
+    /// timer and reset its level, in the same critical section (mutant
+    /// `direct_wake_keeps_level` forgets the level: the kernel's bug).
+    fn wake_locked(&self, group: &Group, w: &mut GroupWake, tick: u64) {
+        w.cancel(mutant("direct_wake_keeps_level"));
+        group.publish(w);
+        w.last_direct_wake = tick;
         if w.sleep {
             w.sleep = false;
-            drop(w);
             group.cv.notify_one();
+        }
+    }
+
+    /// Wake `group`'s GP worker now, from a path that may make system calls
+    /// (barrier, expedite, shutdown).
+    pub(crate) fn wake_gp_worker(&self, group: &Group) {
+        let tick = now_ns() / self.cfg.tick_ns;
+        let mut w = group.wake.lock();
+        self.wake_locked(group, &mut w, tick);
+    }
+
+    /// The timer of group `g`, armed for `deadline`, fired (called by the
+    /// timer service): perform the deferred wake, unless the timer was
+    /// cancelled or moved since.
+    pub(crate) fn timer_fired(&self, g: usize, deadline: u64) {
+        let group = &self.groups[g];
+        let mut w = group.wake.lock();
+        let Some(level) = w.fire(deadline) else {
+            return;
+        };
+        group.publish(&w);
+        if w.sleep {
+            w.sleep = false;
+            group.cv.notify_one();
+        }
+        drop(w);
+        if level == Level::Force {
+            self.flush_group(group);
+        }
+    }
+
+    /// Flush every bypass list of `group` into its segmented list. The
+    /// caller wakes the GP worker (or is it).
+    fn flush_group(&self, group: &Group) {
+        for i in group.shards.clone() {
+            let shard = &self.shards[i];
+            let mut b = shard.bypass.lock();
+            let mut l = shard.list.lock();
+            shard.flush_bypass(&mut b, &mut l);
+        }
+    }
+
+    /// The GP worker of `group` woke up and is about to scan every shard:
+    /// cancel a deferred WAKE or FORCE (it is moot); BYPASS and LAZY stay
+    /// armed for the bypass lists the scan may leave behind. Called under
+    /// the wake lock, as the worker marks itself asleep.
+    pub(crate) fn gp_worker_awake(&self, group: &Group, w: &mut GroupWake) {
+        if w.level() >= Level::Wake {
+            w.cancel(false);
+            group.publish(w);
+        }
+    }
+
+    /// The calling shard holds more than its share of the high-water mark:
+    /// throttle if the whole backlog is over it (throttle.rs).
+    #[cold]
+    fn over_share(&self, core: &Arc<Core>) {
+        if self.backlog() <= self.throttle.high {
+            return;
+        }
+        let reading = core.reader.current_nesting() != 0;
+        if reading {
+            // No system calls here: let the timer expedite, soon.
+            let now = now_ns();
+            for g in 0..self.groups.len() {
+                self.defer_wake(core, g, Level::Force, now);
+            }
+            self.throttle.expedited.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.expedite();
+        if in_any_callback() {
+            self.throttle.expedited.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.throttle.wait(|| self.backlog(), || self.expedite());
+    }
+
+    /// The domain's backlog: callbacks queued and not yet finished.
+    pub(crate) fn backlog(&self) -> usize {
+        self.shards.iter().map(|s| s.backlog()).sum()
+    }
+
+    /// Memory pressure: flush every bypass (lazy ones too) and wake every
+    /// GP worker that has work, at most once a tick.
+    fn expedite(&self) {
+        let now = now_ns();
+        let last = self.last_expedite.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < self.cfg.tick_ns && last != 0 {
+            return;
+        }
+        self.last_expedite.store(now.max(1), Ordering::Relaxed);
+        for group in self.groups.iter() {
+            self.flush_group(group);
+            self.wake_gp_worker(group);
         }
     }
 
@@ -406,11 +646,13 @@ impl Nocb {
                 }));
             w.group_started[g] = true;
         }
-        let c = Arc::clone(core);
-        w.handles
-            .push(spawn_named(format!("{prefix}rcuo/{i}"), move || {
-                crate::worker::cb_worker(&c, i)
-            }));
+        if !self.cfg.caller_runs_callbacks {
+            let c = Arc::clone(core);
+            w.handles
+                .push(spawn_named(format!("{prefix}rcuo/{i}"), move || {
+                    crate::worker::cb_worker(&c, i)
+                }));
+        }
         shard.started.store(true, Ordering::Release);
     }
 
@@ -419,6 +661,7 @@ impl Nocb {
     /// grace-period engine stops (the callbacks need its grace periods).
     pub(crate) fn shutdown(&self, core: &Core) {
         if !self.any_started.load(Ordering::Acquire) {
+            self.timer.shutdown();
             return;
         }
         if !mutant("shutdown_no_drain") {
@@ -435,7 +678,11 @@ impl Nocb {
             }
         }
         for group in self.groups.iter() {
-            group.wake.lock().stop = true;
+            let mut w = group.wake.lock();
+            w.stop = true;
+            w.cancel(false);
+            group.publish(&w);
+            drop(w);
             group.cv.notify_all();
         }
         for shard in self.shards.iter() {
@@ -448,11 +695,15 @@ impl Nocb {
                 panic!("rcu_offload: a callback worker thread panicked");
             }
         }
+        self.timer.shutdown();
     }
 
     /// Callbacks ever queued by `call()`, over all shards.
     fn total_queued(&self) -> u64 {
-        self.shards.iter().map(|s| s.list.lock().queued).sum()
+        self.shards
+            .iter()
+            .map(|s| s.bypass.lock().queued + s.list.lock().queued)
+            .sum()
     }
 
     /// Count a panicking callback, and report the first one of the domain.
@@ -491,6 +742,17 @@ pub struct Stats {
     pub panics: u64,
     /// Times a GP worker woke up, over all groups.
     pub gp_worker_wakeups: u64,
+    /// Wakes deferred to a timer (a level raised or a deadline moved),
+    /// over all groups.
+    pub deferred_wakes: u64,
+    /// Deferred wakes the timer performed, over all groups.
+    pub timer_wakes: u64,
+    /// `call()`s that blocked because the backlog was above the high-water
+    /// mark (see [`Builder::high_water`](crate::Builder::high_water)).
+    pub throttled: u64,
+    /// `call()`s above the high-water mark that could not block (inside a
+    /// read-side section or a callback) and only expedited.
+    pub throttle_expedited: u64,
 }
 
 /// One shard's counters; see [`Stats`].
@@ -507,6 +769,11 @@ pub struct ShardStats {
     pub cb_worker_wakeups: u64,
     /// Internal callbacks entrained by `barrier()`.
     pub barrier_callbacks: u64,
+    /// Of `queued`, those that went through the bypass list (floods and
+    /// lazy callbacks).
+    pub bypass_queued: u64,
+    /// Times the bypass list was flushed into the segmented list.
+    pub bypass_flushes: u64,
 }
 
 impl Stats {
@@ -538,13 +805,16 @@ impl Nocb {
             .iter()
             .map(|s| {
                 let cb_worker_wakeups = s.cb_wake.lock().wakeups;
+                let b = s.bypass.lock();
                 let l = s.list.lock();
                 ShardStats {
-                    queued: l.queued,
+                    queued: l.queued + b.queued,
                     invoked: l.invoked,
-                    pending: s.len.load(Ordering::Relaxed) as u64,
+                    pending: (s.len.load(Ordering::Relaxed) + b.len()) as u64,
                     cb_worker_wakeups,
                     barrier_callbacks: l.barrier_entrained,
+                    bypass_queued: b.queued,
+                    bypass_flushes: b.flushes,
                 }
             })
             .collect();
@@ -553,6 +823,10 @@ impl Nocb {
             grace_periods: gp.completed(),
             panics: self.panics.load(Ordering::Relaxed),
             gp_worker_wakeups: self.groups.iter().map(|g| g.wake.lock().wakeups).sum(),
+            deferred_wakes: self.groups.iter().map(|g| g.wake.lock().deferred).sum(),
+            timer_wakes: self.groups.iter().map(|g| g.wake.lock().timer_wakes).sum(),
+            throttled: self.throttle.throttled.load(Ordering::Relaxed),
+            throttle_expedited: self.throttle.expedited.load(Ordering::Relaxed),
         }
     }
 }

@@ -167,7 +167,6 @@ impl SegCbList {
 
     /// Append callbacks that have not been given a number yet, e.g. a
     /// flushed bypass list (kernel: `rcu_segcblist_insert_pend_cbs`).
-    #[cfg_attr(not(test), allow(dead_code))] // the bypass flush (next stage) and tests
     pub(crate) fn insert_pending(&mut self, q: CbQueue) {
         self.len[NEXT] += q.len();
         self.cbs.append(q);
@@ -185,6 +184,12 @@ impl SegCbList {
         self.cbs.push_back(slot, &mut self.cache);
         self.len[seg] += 1;
         seg
+    }
+
+    /// Lend our spare blocks to another owner (a shard's bypass, which fills
+    /// blocks that a flush then hands to us).
+    pub(crate) fn lend_spare_blocks(&mut self, to: &mut BlockCache) {
+        self.cache.move_into(to);
     }
 
     /// Take the spare blocks another owner collected (a CB worker's pops).

@@ -29,8 +29,9 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize};
     pub(crate) use std::thread::JoinHandle;
+    use std::time::Duration;
 
     /// Spawn a named worker thread, panicking with a clear message if the OS
     /// refuses to create it.
@@ -62,12 +63,26 @@ mod imp {
         pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
             self.0.wait(guard);
         }
+        /// Wait until notified or until `timeout` has passed (spurious
+        /// wake-ups possible, as with `wait`).
+        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, timeout: Duration) {
+            let _ = self.0.wait_for(guard, timeout);
+        }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
         pub(crate) fn notify_one(&self) {
             self.0.notify_one();
         }
+    }
+
+    /// Nanoseconds on the monotonic clock since the first call in the
+    /// process.
+    pub(crate) fn now_ns() -> u64 {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+        // u64 nanoseconds last 584 years.
+        epoch.elapsed().as_nanos() as u64
     }
 
     /// Hint to the CPU that we are spinning.
@@ -89,8 +104,9 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize};
     pub(crate) use loom::thread::JoinHandle;
+    use std::time::Duration;
 
     /// loom's mutex behind parking_lot's interface.
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
@@ -102,6 +118,15 @@ mod imp {
         }
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock().unwrap()
+        }
+        /// As parking_lot's: the guard if the lock was free, `None` if not.
+        /// (loom issue #376: a `try_lock` whose operation is pending when
+        /// another thread acquires the lock is modelled as blocking until
+        /// that thread releases it, so the failure branch is explored only
+        /// when the lock was already held; our one caller holds no other
+        /// lock while it tries, so this cannot turn into a false deadlock.)
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.0.try_lock().ok()
         }
     }
 
@@ -136,12 +161,38 @@ mod imp {
             }
             std::mem::forget(bomb);
         }
+        /// loom has no time: a timed wait is an untimed one (spurious
+        /// wake-ups aside). Every timed waiter must also be woken by a
+        /// notification when what it waits for happens.
+        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, _timeout: Duration) {
+            self.wait(guard);
+        }
         pub(crate) fn notify_all(&self) {
             self.0.notify_all();
         }
         pub(crate) fn notify_one(&self) {
             self.0.notify_one();
         }
+    }
+
+    loom::lazy_static! {
+        /// Model time: it stands still except when a timer fires, which
+        /// moves it to that timer's deadline ([`advance_model_time`]). So a
+        /// "one tick later" condition becomes true exactly when some timer
+        /// armed for it has fired, at whatever point of the execution loom
+        /// chose to let it fire.
+        static ref MODEL_NOW: loom::sync::atomic::AtomicU64 =
+            loom::sync::atomic::AtomicU64::new(0);
+    }
+
+    /// Model time in nanoseconds; see `MODEL_NOW`.
+    pub(crate) fn now_ns() -> u64 {
+        MODEL_NOW.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A timer with deadline `to` fires: model time reaches it.
+    pub(crate) fn advance_model_time(to: u64) {
+        MODEL_NOW.fetch_max(to, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// In a model a spin loop must yield, or loom reports "maximum number of
@@ -213,39 +264,6 @@ pub(crate) use loom::thread::{current as current_thread, park, Thread};
 #[cfg(not(loom))]
 #[allow(unused_imports)]
 pub(crate) use std::thread::{current as current_thread, park, Thread};
-
-/// A monotonic instant. Real time outside loom; under loom time stands
-/// still (every `now()` is the same instant), because loom has no time and
-/// its executions must be deterministic: a protocol's correctness may not
-/// depend on the clock, and timers are modelled as threads that may fire at
-/// any point after being armed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-#[allow(dead_code)]
-pub(crate) struct Instant(
-    #[cfg(not(loom))] std::time::Instant,
-    #[cfg(loom)] std::time::Duration,
-);
-
-#[allow(dead_code)]
-impl Instant {
-    pub(crate) fn now() -> Instant {
-        #[cfg(not(loom))]
-        return Instant(std::time::Instant::now());
-        #[cfg(loom)]
-        return Instant(std::time::Duration::ZERO);
-    }
-    /// Time from `earlier` to `self`, zero if `earlier` is later.
-    pub(crate) fn saturating_duration_since(self, earlier: Instant) -> std::time::Duration {
-        #[cfg(not(loom))]
-        return self.0.saturating_duration_since(earlier.0);
-        #[cfg(loom)]
-        return self.0.saturating_sub(earlier.0);
-    }
-    /// `self + d`.
-    pub(crate) fn after(self, d: std::time::Duration) -> Instant {
-        Instant(self.0 + d)
-    }
-}
 
 /// A memory fence as the model checker understands it.
 #[cfg(loom)]
@@ -379,11 +397,10 @@ mod tests {
 
     #[test]
     fn clock_is_monotonic() {
-        let a = Instant::now();
-        let b = a.after(std::time::Duration::from_millis(5));
-        assert!(b > a);
-        assert_eq!(a.saturating_duration_since(b), std::time::Duration::ZERO);
-        assert!(Instant::now() >= a);
+        let a = now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = now_ns();
+        assert!(b >= a + 2_000_000, "{a} then {b}");
     }
 
     #[test]

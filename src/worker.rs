@@ -53,7 +53,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::callback::BlockCache;
 use crate::domain::Core;
 use crate::nocb::CallbackScope;
-use crate::sync::mutant;
+use crate::sync::{mutant, now_ns, Ordering};
+use crate::wake::Level;
 
 /// The GP worker of group `g`.
 pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
@@ -66,15 +67,44 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 return;
             }
             w.sleep = true;
+            nocb.gp_worker_awake(group, &mut w);
         }
         let mut earliest: Option<u64> = None;
+        // The bypass lists this scan leaves behind: `Some(true)` if all of
+        // them hold only lazy callbacks.
+        let mut left: Option<bool> = None;
+        let now = now_ns();
         for i in group.shards.clone() {
             let shard = &nocb.shards[i];
             // The list lock is held for list operations only: the wake and
             // the engine request (system calls, possibly) come after it, so
             // that enqueuers never wait behind them.
             let (wake_cb, request, first) = {
+                // A bypass that is old or long is flushed here; one that is
+                // young, or whose lock is busy (an enqueuer or a flush holds
+                // it), is left for later with a deferred wake (below). A
+                // zero hint is safe: the enqueue that makes a bypass
+                // non-empty asks for its own deferred wake.
+                let mut bypass = None;
+                if shard.bypass_len.load(Ordering::Acquire) != 0 {
+                    match shard.bypass.try_lock() {
+                        Some(b) => bypass = Some(b),
+                        None => {
+                            if !mutant("gp_trylock_fail_no_defer") {
+                                left = Some(false);
+                            }
+                        }
+                    }
+                }
                 let mut l = shard.list.lock();
+                if let Some(mut b) = bypass {
+                    let c = &nocb.cfg;
+                    if b.should_flush(now, c.bypass_max, c.tick_ns, c.lazy_ns) {
+                        shard.flush_bypass(&mut b, &mut l);
+                    } else if b.len() != 0 {
+                        left = Some(left.unwrap_or(true) && b.lazy_only());
+                    }
+                }
                 // Mutant `advance_early`: DONE without the grace period.
                 l.cbs
                     .advance(|s| mutant("advance_early") || core.gp.is_done(s));
@@ -105,6 +135,15 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                     earliest = Some(s);
                 }
             }
+        }
+        if let Some(lazy_only) = left {
+            // No stranded bypass: a timer will bring us back to flush it.
+            let level = if lazy_only {
+                Level::Lazy
+            } else {
+                Level::Bypass
+            };
+            nocb.defer_wake(core, g, level, now);
         }
         let mut w = group.wake.lock();
         if mutant("gp_sleep_after_scan") {
@@ -139,6 +178,13 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
 
 /// The CB worker of shard `i`.
 pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
+    run_callbacks(core, i, || false);
+}
+
+/// The CB worker's loop, until it is stopped or `enough()` holds after a
+/// batch (loom models whose main thread plays the CB worker stop once their
+/// callbacks ran).
+pub(crate) fn run_callbacks(core: &Core, i: usize, enough: impl Fn() -> bool) {
     let nocb = &core.nocb;
     let shard = &nocb.shards[i];
     let mut cache = BlockCache::default();
@@ -173,6 +219,9 @@ pub(crate) fn cb_worker(core: &std::sync::Arc<Core>, i: usize) {
                 }
             }
             account(core, i, ran, &mut cache);
+        }
+        if enough() {
+            return;
         }
         let mut w = shard.cb_wake.lock();
         if mutant("cb_sleep_after_drain") {
@@ -217,4 +266,6 @@ fn account(core: &Core, i: usize, ran: usize, cache: &mut BlockCache) {
     if !mutant("cb_len_early") {
         shard.len_sub(&l, ran);
     }
+    drop(l);
+    core.nocb.throttle.released(|| core.nocb.backlog());
 }

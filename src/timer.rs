@@ -1,0 +1,152 @@
+//! The timer service: one thread per domain (`{prefix}rcu_timer`, started on
+//! the first armed timer) that fires the groups' deferred-wake timers
+//! (kernel: the `nocb_timer` of each group leader, run from timer softirq).
+//!
+//! The truth about a timer lives in its group's [`GroupWake`], under the
+//! group's wake lock: armed or not, and for which deadline. The service keeps
+//! only a copy of each group's latest deadline, written by
+//! [`TimerService::schedule`] while the group's lock is held. Cancelling a
+//! timer is therefore just resetting the group's state; the service's copy
+//! goes stale, and when it fires, [`GroupWake::fire`] sees that the group is
+//! no longer armed for that deadline and does nothing. Re-arming to another
+//! deadline replaces the copy.
+//!
+//! # Invariant
+//!
+//! **A timer armed for a deadline fires at or after it, once**, unless it is
+//! cancelled or moved first. It may fire late (the thread may be descheduled,
+//! or busy with another group), and nothing may depend on when: every
+//! deferred wake the timer performs is also correct if performed at once.
+//! Under loom there is no time, so the service fires an armed timer at any
+//! point of the execution loom chooses after it was armed, and moves model
+//! time to its deadline (`sync::advance_model_time`): "a tick has passed"
+//! becomes true exactly when a timer for it has fired. Checked by every
+//! model in loom-tests/tests/wakeups.rs and bypass.rs, which run this thread.
+//!
+//! [`GroupWake`]: crate::wake::GroupWake
+//! [`GroupWake::fire`]: crate::wake::GroupWake::fire
+
+use std::sync::Arc;
+
+use crate::domain::Core;
+use crate::sync::{now_ns, spawn_named, Condvar, JoinHandle, Mutex};
+
+struct TimerState {
+    /// Latest deadline scheduled per group (a stale copy once cancelled).
+    deadlines: Vec<Option<u64>>,
+    /// When the thread will next look without being notified (`u64::MAX`:
+    /// only when notified; `0`: it is firing timers right now).
+    sleeping_until: u64,
+    stop: bool,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The per-domain timer thread and its deadline queue.
+pub(crate) struct TimerService {
+    state: Mutex<TimerState>,
+    cv: Condvar,
+}
+
+impl TimerService {
+    pub(crate) fn new(groups: usize) -> TimerService {
+        TimerService {
+            state: Mutex::new(TimerState {
+                deadlines: vec![None; groups],
+                sleeping_until: u64::MAX,
+                stop: false,
+                thread: None,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Fire group `g`'s timer at `deadline`, replacing any earlier schedule.
+    /// Called with the group's wake lock held (lock order: group wake lock,
+    /// then this service's lock; the service never holds its lock while it
+    /// takes a group's). Starts the thread on first use; notifies it only
+    /// if the new deadline is earlier than when it will look anyway.
+    pub(crate) fn schedule(&self, core: &Arc<Core>, g: usize, deadline: u64) {
+        let mut s = self.state.lock();
+        if s.stop {
+            return;
+        }
+        s.deadlines[g] = Some(deadline);
+        if s.thread.is_none() {
+            let c = Arc::clone(core);
+            let name = format!("{}rcu_timer", core.thread_name_prefix());
+            s.thread = Some(spawn_named(name, move || c.nocb.timer.run(&c)));
+        }
+        if deadline < s.sleeping_until {
+            drop(s);
+            self.cv.notify_one();
+        }
+    }
+
+    /// The thread's loop: sleep until the earliest deadline, then fire every
+    /// due timer (outside the service lock).
+    fn run(&self, core: &Core) {
+        let mut due: Vec<(usize, u64)> = Vec::new();
+        loop {
+            {
+                let mut s = self.state.lock();
+                loop {
+                    if s.stop {
+                        return;
+                    }
+                    let earliest = s
+                        .deadlines
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(g, d)| d.map(|d| (d, g)))
+                        .min();
+                    let Some((d, g)) = earliest else {
+                        s.sleeping_until = u64::MAX;
+                        self.cv.wait(&mut s);
+                        continue;
+                    };
+                    if cfg!(loom) {
+                        // No time: fire the earliest timer now, which is
+                        // any point after it was armed that loom picked.
+                        s.deadlines[g] = None;
+                        #[cfg(loom)]
+                        crate::sync::advance_model_time(d);
+                        due.push((g, d));
+                        break;
+                    }
+                    let now = now_ns();
+                    if d <= now {
+                        for (g, slot) in s.deadlines.iter_mut().enumerate() {
+                            if let Some(d) = slot.take_if(|d| *d <= now) {
+                                due.push((g, d));
+                            }
+                        }
+                        break;
+                    }
+                    s.sleeping_until = d;
+                    self.cv
+                        .wait_for(&mut s, std::time::Duration::from_nanos(d - now));
+                }
+                s.sleeping_until = 0;
+            }
+            for (g, d) in due.drain(..) {
+                core.nocb.timer_fired(g, d);
+            }
+        }
+    }
+
+    /// Stop and join the thread. Called at domain shutdown, after the
+    /// callback workers have stopped.
+    pub(crate) fn shutdown(&self) {
+        let thread = {
+            let mut s = self.state.lock();
+            s.stop = true;
+            s.thread.take()
+        };
+        self.cv.notify_all();
+        if let Some(t) = thread {
+            if t.join().is_err() {
+                panic!("rcu_offload: the timer thread panicked");
+            }
+        }
+    }
+}
