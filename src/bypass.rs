@@ -159,8 +159,10 @@ mod tests {
 
     #[test]
     fn lazy_only_and_flush_conditions() {
-        let mut b = Bypass::default();
-        b.now = 1000;
+        let mut b = Bypass {
+            now: 1000,
+            ..Default::default()
+        };
         assert!(b.push(Slot::new(|| ()), true));
         assert!(b.lazy_only());
         assert!(
