@@ -255,7 +255,7 @@ impl Default for Builder {
             membarrier: true,
             // Under loom, go straight to the sleeping path: it is the one with
             // a wakeup protocol to check, and spinning only multiplies states.
-            gp_spin_limit: if cfg!(loom) { 0 } else { 1000 },
+            gp_spin_limit: if cfg!(any(loom, shuttle)) { 0 } else { 1000 },
             thread_name_prefix: String::new(),
             shards: None,
             gp_stride: None,
@@ -380,7 +380,7 @@ impl Builder {
     /// loom only: start no callback-worker threads; the model's own thread
     /// runs the callbacks with [`Rcu::loom_run_callbacks`], which saves a
     /// thread in models of the wake protocols.
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     #[doc(hidden)]
     pub fn loom_caller_runs_callbacks(mut self) -> Self {
         self.caller_runs_callbacks = true;
@@ -391,7 +391,7 @@ impl Builder {
     pub fn build(self) -> Result<Rcu, ConfigError> {
         let shards = match self.shards {
             Some(n) => n,
-            None if cfg!(loom) => 1,
+            None if cfg!(any(loom, shuttle)) => 1,
             None => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(MAX_SHARDS),
@@ -501,12 +501,12 @@ impl Builder {
     }
 }
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 fn membarrier_available() -> bool {
     crate::membarrier::available()
 }
 
-#[cfg(loom)]
+#[cfg(any(loom, shuttle))]
 fn membarrier_available() -> bool {
     // Irrelevant under loom: both fences are modelled as SeqCst fences.
     true
@@ -733,7 +733,7 @@ impl Rcu {
     /// worker would, until `invoked` callbacks of the shard have finished
     /// (barrier callbacks included). Needs
     /// `Builder::loom_caller_runs_callbacks`.
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     #[doc(hidden)]
     pub fn loom_run_callbacks(&self, shard: usize, invoked: u64) {
         let core = &self.core;
@@ -890,7 +890,7 @@ impl fmt::Debug for Rcu {
 /// rcu_offload::global().call(|| println!("after a grace period"));
 /// rcu_offload::global().barrier(); // before leaving main: it has run
 /// ```
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 pub fn global() -> &'static Rcu {
     static GLOBAL: std::sync::OnceLock<Rcu> = std::sync::OnceLock::new();
     GLOBAL.get_or_init(Rcu::new)

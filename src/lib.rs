@@ -57,7 +57,7 @@ mod callback;
 mod cell;
 mod domain;
 mod gp;
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 mod membarrier;
 mod nocb;
 mod reader;
@@ -70,7 +70,7 @@ mod wake;
 mod worker;
 
 pub use cell::RcuCell;
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 pub use domain::global;
 pub use domain::{
     Builder, ConfigError, GpCookie, Rcu, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT,
@@ -83,7 +83,7 @@ pub use reader::ReadGuard;
 /// Put the calling thread on callback shard `index` (modulo each domain's
 /// shard count). Only in `cfg(loom)` builds, for the models; real threads are
 /// assigned round robin.
-#[cfg(loom)]
+#[cfg(any(loom, shuttle))]
 #[doc(hidden)]
 pub fn loom_set_shard(index: usize) {
     nocb::set_shard_hint(index)

@@ -262,14 +262,14 @@ fn reduce_shard_hint(c: &Cell<ShardCache>, n: usize) -> usize {
     v.index
 }
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 #[cold]
 fn first_shard_hint() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-#[cfg(loom)]
+#[cfg(any(loom, shuttle))]
 fn first_shard_hint() -> usize {
     // Deterministic under the model checker; models pick shards explicitly.
     0
@@ -277,7 +277,7 @@ fn first_shard_hint() -> usize {
 
 /// Put the calling thread on shard `index` (modulo each domain's shard
 /// count). Only for the loom models.
-#[cfg(loom)]
+#[cfg(any(loom, shuttle))]
 pub(crate) fn set_shard_hint(index: usize) {
     SHARD.with(|c| {
         c.set(ShardCache {

@@ -146,7 +146,7 @@ impl GroupWake {
     }
 
     /// Is the timer armed, and for when?
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn timer(&self) -> Option<u64> {
         self.timer
     }
@@ -216,7 +216,7 @@ impl GroupWake {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use super::*;
 
