@@ -116,13 +116,12 @@ impl Bypass {
             && (self.q.len() >= max || age >= if self.lazy_only() { lazy } else { tick })
     }
 
-    /// Take the whole bypass, to be inserted into the segmented list by the
-    /// caller, who holds the list lock too. Spare blocks from `spares` (the
-    /// list's) refill our cache.
-    pub(crate) fn take(&mut self) -> CbQueue {
+    /// Take the whole bypass out, to be inserted into the segmented list by
+    /// the caller, who holds the list lock too; `q` keeps its capacity.
+    pub(crate) fn take(&mut self) -> &mut CbQueue {
         self.lazy = 0;
         self.flushes += 1;
-        std::mem::take(&mut self.q)
+        &mut self.q
     }
 
     /// Our block cache, to be refilled from the list's spares.
@@ -174,12 +173,8 @@ mod tests {
         assert!(!b.lazy_only());
         assert!(b.should_flush(1100, 10, 100, 1000), "non-lazy: a tick");
         assert!(b.should_flush(1000, 2, 100, 1000), "long");
-        let q = b.take();
-        assert_eq!(
-            (q.len(), b.len(), b.lazy_only(), b.queued),
-            (2, 0, false, 2)
-        );
-        drop(q);
+        let n = std::mem::take(b.take()).len();
+        assert_eq!((n, b.len(), b.lazy_only(), b.queued), (2, 0, false, 2));
         assert!(
             !b.should_flush(u64::MAX, 0, 0, 0),
             "empty: nothing to flush"

@@ -29,10 +29,13 @@ use std::ptr;
 const INLINE_WORDS: usize = 3;
 
 /// Callbacks per block. A block is `BLOCK * 32` bytes plus two indices:
-/// 31 slots make it 1008 bytes, inside glibc's per-thread cache (chunks up to
-/// 1032 bytes), where 32 slots (1040 bytes) fell outside it and made a flood
-/// of `call()`s pay for the allocator's slow path.
-pub(crate) const BLOCK: usize = 31;
+/// 30 slots make it 976 bytes, a glibc *small* chunk (992 bytes with its
+/// header). 32 slots (1040 bytes) fell outside the per-thread cache, and 31
+/// (1008 bytes, a 1024-byte chunk) were glibc's first large size: whenever
+/// the producer's cache ran dry, allocating one ran `malloc_consolidate`
+/// over every callback-freed node in the arena's fast bins, about 12% of a
+/// flood's CPU time (`perf record -e cpu-clock`, benches/src/flood.rs).
+pub(crate) const BLOCK: usize = 30;
 
 type Inline = [MaybeUninit<usize>; INLINE_WORDS];
 
@@ -266,8 +269,15 @@ impl CbQueue {
     }
 
     /// Append all of `other` after our callbacks.
-    #[cfg_attr(not(test), allow(dead_code))] // the bypass flush (next stage) and tests
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn append(&mut self, mut other: CbQueue) {
+        self.append_from(&mut other);
+    }
+
+    /// Move all of `other` after our callbacks, leaving it empty but with
+    /// its capacity: a bypass flushed every tick keeps its block index
+    /// instead of regrowing it (a large reallocation) each time.
+    pub(crate) fn append_from(&mut self, other: &mut CbQueue) {
         self.len += other.len;
         other.len = 0;
         self.blocks.append(&mut other.blocks);

@@ -223,6 +223,8 @@ pub struct Builder {
     high_water: usize,
     low_water: Option<usize>,
     caller_runs_callbacks: bool,
+    wake_rate_limit: bool,
+    inline_gp: bool,
 }
 
 /// Largest accepted [`Builder::shards`] (worker names must fit 15 bytes).
@@ -267,6 +269,8 @@ impl Default for Builder {
             high_water: DEFAULT_HIGH_WATER,
             low_water: None,
             caller_runs_callbacks: false,
+            wake_rate_limit: true,
+            inline_gp: false,
         }
     }
 }
@@ -387,6 +391,29 @@ impl Builder {
         self
     }
 
+    /// loom only: never defer a wake for rate-limiting. Model time stands
+    /// still, so every direct wake after the first would otherwise be
+    /// deferred to the timer thread; models of other protocols use this to
+    /// stay within loom's thread budget (the deferral itself is modelled in
+    /// loom-tests/tests/wakeups.rs).
+    #[cfg(any(loom, shuttle))]
+    #[doc(hidden)]
+    pub fn loom_no_wake_rate_limit(mut self) -> Self {
+        self.wake_rate_limit = false;
+        self
+    }
+
+    /// loom only: the GP worker runs each grace period itself instead of
+    /// asking the engine thread (the path it takes anyway when the engine
+    /// thread cannot be started), which saves a thread in models of the
+    /// wake protocols whose GP worker need not sleep on a grace period.
+    #[cfg(any(loom, shuttle))]
+    #[doc(hidden)]
+    pub fn loom_inline_grace_periods(mut self) -> Self {
+        self.inline_gp = true;
+        self
+    }
+
     /// Create the domain, or say which setting makes no sense.
     pub fn build(self) -> Result<Rcu, ConfigError> {
         let shards = match self.shards {
@@ -487,6 +514,8 @@ impl Builder {
             high_water: self.high_water,
             low_water,
             caller_runs_callbacks: self.caller_runs_callbacks,
+            wake_rate_limit: self.wake_rate_limit,
+            inline_gp: self.inline_gp,
         };
         let light = self.membarrier && membarrier_available();
         Ok(Rcu {
@@ -729,17 +758,29 @@ impl Rcu {
         self.core.nocb.call(&self.core, Slot::new(f), true);
     }
 
-    /// loom only: run shard `shard`'s callbacks on this thread, as its CB
-    /// worker would, until `invoked` callbacks of the shard have finished
-    /// (barrier callbacks included). Needs
-    /// `Builder::loom_caller_runs_callbacks`.
+    /// loom only: group `g`'s wake state: (level, timer deadline, resets,
+    /// timer wakes), read under its wake lock.
     #[cfg(any(loom, shuttle))]
     #[doc(hidden)]
-    pub fn loom_run_callbacks(&self, shard: usize, invoked: u64) {
-        let core = &self.core;
-        crate::worker::run_callbacks(core, shard, || {
-            core.nocb.shards[shard].list.lock().invoked >= invoked
-        });
+    pub fn loom_wake_state(&self, g: usize) -> (u8, Option<u64>, u64, u64) {
+        let w = self.core.nocb.groups[g].wake.lock();
+        (w.level() as u8, w.timer(), w.resets, w.timer_wakes)
+    }
+
+    /// loom only: how many callbacks shard `shard`'s bypass holds.
+    #[cfg(any(loom, shuttle))]
+    #[doc(hidden)]
+    pub fn loom_bypass_len(&self, shard: usize) -> usize {
+        self.core.nocb.shards[shard].bypass.lock().len()
+    }
+
+    /// loom only: run shard `shard`'s callbacks on this thread, as its CB
+    /// worker would, until `enough()` holds after a batch (the model's own
+    /// count of its callbacks). Needs `Builder::loom_caller_runs_callbacks`.
+    #[cfg(any(loom, shuttle))]
+    #[doc(hidden)]
+    pub fn loom_run_callbacks(&self, shard: usize, enough: impl Fn() -> bool) {
+        crate::worker::run_callbacks(&self.core, shard, enough);
     }
 
     /// Drop `b` on a callback worker after a full grace period (kernel:

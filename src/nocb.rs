@@ -146,7 +146,7 @@ impl Shard {
         }
         let was_all_done = l.cbs.pending() == 0;
         l.cbs.lend_spare_blocks(b.cache());
-        l.cbs.insert_pending(b.take());
+        l.cbs.insert_pending_from(b.take());
         self.len_add(l, n);
         self.bypass_len.store(0, Ordering::Release);
         was_all_done
@@ -187,6 +187,12 @@ pub(crate) struct Config {
     pub(crate) low_water: usize,
     /// loom only: no CB worker threads; the model runs them.
     pub(crate) caller_runs_callbacks: bool,
+    /// Defer a wake when one was already issued this tick (always, except
+    /// in some loom models).
+    pub(crate) wake_rate_limit: bool,
+    /// loom only: the GP worker runs its grace periods itself, with no
+    /// engine thread.
+    pub(crate) inline_gp: bool,
 }
 
 /// Worker threads, started lazily.
@@ -394,9 +400,10 @@ impl Nocb {
         if !shard.started.load(Ordering::Acquire) {
             self.start_workers(core, i);
         }
-        if shard.backlog() > self.throttle.share {
-            self.over_share(core);
-        }
+        // The memory bound (throttle.rs); under pressure nothing is lazy.
+        let pressure =
+            self.throttle.enabled && shard.backlog() > self.throttle.share && self.over_share(core);
+        let lazy = lazy && !pressure;
         let cfg = &self.cfg;
         let mut b = shard.bypass.lock();
         let flood = b.count_enqueue(cfg.nobypass_limit, cfg.tick_ns);
@@ -405,11 +412,14 @@ impl Nocb {
                 // A new bypass is timed from now (one clock read per bypass).
                 b.sample_clock(cfg.nobypass_limit, cfg.tick_ns);
             }
-            let accept = (lazy || flood)
-                // Mutant `lazy_no_promote`: a non-lazy callback joins a
-                // lazy-only bypass and waits out the lazy timeout.
-                && (lazy || !b.lazy_only() || mutant("lazy_no_promote"))
-                && !b.should_flush(b.now, cfg.bypass_max, cfg.tick_ns, cfg.lazy_ns);
+            // A lazy callback joins the bypass; a non-lazy one only in a
+            // flood, and never a lazy-only bypass: it flushes that one
+            // instead, promoting the lazy callbacks to a normal wait.
+            // Mutant `lazy_no_promote`: it joins a lazy-only bypass and
+            // waits out the lazy timeout.
+            let no_promote = mutant("lazy_no_promote") && b.lazy_only();
+            let joins = lazy || no_promote || (flood && !b.lazy_only());
+            let accept = joins && !b.should_flush(b.now, cfg.bypass_max, cfg.tick_ns, cfg.lazy_ns);
             if accept {
                 let was_empty = b.push(slot, lazy);
                 shard.bypass_len.store(
@@ -460,7 +470,7 @@ impl Nocb {
         if !owed && w.level() < Level::Wake {
             return; // someone performed it meanwhile
         }
-        if reading || w.last_direct_wake == tick {
+        if reading || (self.cfg.wake_rate_limit && w.last_direct_wake == tick) {
             if owed {
                 self.defer_locked(core, g, &mut w, Level::Wake, now);
             }
@@ -524,14 +534,13 @@ impl Nocb {
             w.sleep = false;
             group.cv.notify_one();
         }
-        drop(w);
-        if level == Level::Force {
-            self.flush_group(group);
-        }
+        // FORCE's flush is the GP worker's (`flush_all`), done in the scan
+        // this wake starts.
+        let _ = level;
     }
 
-    /// Flush every bypass list of `group` into its segmented list. The
-    /// caller wakes the GP worker (or is it).
+    /// Flush every bypass list of `group` into its segmented list, then the
+    /// caller wakes the GP worker.
     fn flush_group(&self, group: &Group) {
         for i in group.shards.clone() {
             let shard = &self.shards[i];
@@ -543,21 +552,26 @@ impl Nocb {
 
     /// The GP worker of `group` woke up and is about to scan every shard:
     /// cancel a deferred WAKE or FORCE (it is moot); BYPASS and LAZY stay
-    /// armed for the bypass lists the scan may leave behind. Called under
-    /// the wake lock, as the worker marks itself asleep.
-    pub(crate) fn gp_worker_awake(&self, group: &Group, w: &mut GroupWake) {
-        if w.level() >= Level::Wake {
+    /// armed for the bypass lists the scan may leave behind. Returns whether
+    /// memory pressure asked for every bypass to be flushed in this scan.
+    /// Called under the wake lock, as the worker marks itself asleep.
+    pub(crate) fn gp_worker_awake(&self, group: &Group, w: &mut GroupWake) -> bool {
+        let flush_all = std::mem::take(&mut w.flush_all);
+        if w.level() >= Level::Wake && !mutant("gp_clear_after_scan") {
             w.cancel(false);
             group.publish(w);
         }
+        flush_all
     }
 
     /// The calling shard holds more than its share of the high-water mark:
-    /// throttle if the whole backlog is over it (throttle.rs).
+    /// throttle if the whole backlog is over it (throttle.rs). Returns
+    /// whether it was: then even a lazy callback is queued as non-lazy (no
+    /// laziness under memory pressure).
     #[cold]
-    fn over_share(&self, core: &Arc<Core>) {
+    fn over_share(&self, core: &Arc<Core>) -> bool {
         if self.backlog() <= self.throttle.high {
-            return;
+            return false;
         }
         let reading = core.reader.current_nesting() != 0;
         if reading {
@@ -567,14 +581,22 @@ impl Nocb {
                 self.defer_wake(core, g, Level::Force, now);
             }
             self.throttle.expedited.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
-        self.expedite();
         if in_any_callback() {
+            self.expedite(false);
             self.throttle.expedited.fetch_add(1, Ordering::Relaxed);
-            return;
+            return true;
         }
-        self.throttle.wait(|| self.backlog(), || self.expedite());
+        // About to block: expedite whatever the rate limit says, and again
+        // whenever the wait is woken or times out without reaching low water.
+        self.expedite(true);
+        self.throttle.wait(
+            || self.backlog(),
+            || self.expedite(true),
+            std::time::Duration::from_nanos(self.cfg.tick_ns),
+        );
+        true
     }
 
     /// The domain's backlog: callbacks queued and not yet finished.
@@ -583,11 +605,12 @@ impl Nocb {
     }
 
     /// Memory pressure: flush every bypass (lazy ones too) and wake every
-    /// GP worker that has work, at most once a tick.
-    fn expedite(&self) {
+    /// GP worker, at most once a tick unless `always` (a caller about to
+    /// block).
+    fn expedite(&self, always: bool) {
         let now = now_ns();
         let last = self.last_expedite.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < self.cfg.tick_ns && last != 0 {
+        if !always && now.saturating_sub(last) < self.cfg.tick_ns && last != 0 {
             return;
         }
         self.last_expedite.store(now.max(1), Ordering::Relaxed);

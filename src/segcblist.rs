@@ -167,9 +167,16 @@ impl SegCbList {
 
     /// Append callbacks that have not been given a number yet, e.g. a
     /// flushed bypass list (kernel: `rcu_segcblist_insert_pend_cbs`).
-    pub(crate) fn insert_pending(&mut self, q: CbQueue) {
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn insert_pending(&mut self, mut q: CbQueue) {
+        self.insert_pending_from(&mut q);
+    }
+
+    /// [`insert_pending`](SegCbList::insert_pending) from a queue that keeps
+    /// its capacity (a shard's bypass).
+    pub(crate) fn insert_pending_from(&mut self, q: &mut CbQueue) {
         self.len[NEXT] += q.len();
-        self.cbs.append(q);
+        self.cbs.append_from(q);
     }
 
     /// Append `slot` at the end of the last non-empty segment, so that it

@@ -3,7 +3,10 @@
 //!
 //! Every other module imports atomics, locks, condition variables, threads,
 //! thread-locals, fences and the clock from here, so that a `--cfg loom` build
-//! swaps all of them at once and nothing in the protocols can bypass the model.
+//! (or a `--cfg shuttle` one, for the randomized scheduler of the `shuttle`
+//! crate) swaps all of them at once and nothing in the protocols can bypass
+//! the model. Exactly one of the three is compiled: real
+//! (`not(any(loom, shuttle))`), loom, or shuttle.
 //!
 //! Two fences matter to RCU and are named for their role rather than their
 //! implementation:
@@ -19,15 +22,20 @@
 //! Under loom both are `fence(SeqCst)`: loom cannot model membarrier, and the
 //! pair of `SeqCst` fences gives exactly the store-buffering guarantee that the
 //! asymmetric pair gives on hardware (DESIGN.md, "Under loom both sides are
-//! modelled as `SeqCst` fences").
+//! modelled as `SeqCst` fences"). Under shuttle, too (shuttle runs every
+//! atomic access sequentially consistently, so they are no-ops there).
 //!
-//! Mutants: under `cfg(loom)` only, [`mutant`] reports whether the environment
-//! variable `RCU_LOOM_MUTANT` names a deliberately broken variant of a protocol.
-//! Production builds compile every `mutant(..)` check to `false`, so broken
-//! variants do not exist outside the model checker. `loom-tests/README.md`
-//! lists the mutants and which model catches each.
+//! Mutants: under `cfg(loom)` and `cfg(shuttle)` only, [`mutant`] reports
+//! whether the environment variable `RCU_LOOM_MUTANT` names a deliberately
+//! broken variant of a protocol. Production builds compile every `mutant(..)`
+//! check to `false`, so broken variants do not exist outside the model
+//! checkers. `loom-tests/README.md` lists the mutants and which model catches
+//! each; `shuttle-tests/README.md` says which the shuttle suite catches.
 
-#[cfg(not(loom))]
+#[cfg(all(loom, shuttle))]
+compile_error!("rcu_offload: build with at most one of `--cfg loom` and `--cfg shuttle`");
+
+#[cfg(not(any(loom, shuttle)))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize};
     pub(crate) use std::thread::JoinHandle;
@@ -181,8 +189,14 @@ mod imp {
         /// "one tick later" condition becomes true exactly when some timer
         /// armed for it has fired, at whatever point of the execution loom
         /// chose to let it fire.
-        static ref MODEL_NOW: loom::sync::atomic::AtomicU64 =
-            loom::sync::atomic::AtomicU64::new(0);
+        ///
+        /// A std atomic, deliberately not a loom one: loom runs one thread
+        /// at a time and replays each execution from the start, so it reads
+        /// deterministically, and the clock is not a protocol to check;
+        /// tracking it would only multiply the executions. (It lives in a
+        /// loom `lazy_static`, so it restarts at 0 in every execution.)
+        static ref MODEL_NOW: std::sync::atomic::AtomicU64 =
+            std::sync::atomic::AtomicU64::new(0);
     }
 
     /// Model time in nanoseconds; see `MODEL_NOW`.
@@ -190,8 +204,15 @@ mod imp {
         MODEL_NOW.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A timer with deadline `to` fires: model time reaches it.
+    /// A timer with deadline `to` fires: model time reaches it. Yield
+    /// first: time passing lets every other thread run. Without it, loom
+    /// explores schedules where a GP worker whose try-lock keeps failing
+    /// (the enqueuer holding the bypass lock is never scheduled again) and
+    /// a timer that fires at once wake each other for ever, a livelock that
+    /// only timeless model timers could produce (loom then reports
+    /// "maximum number of branches").
     pub(crate) fn advance_model_time(to: u64) {
+        loom::thread::yield_now();
         MODEL_NOW.fetch_max(to, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -219,9 +240,146 @@ mod imp {
     pub(crate) use rcu_thread_local;
 }
 
+#[cfg(shuttle)]
+mod imp {
+    pub(crate) use shuttle::sync::atomic::{
+        AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize,
+    };
+    pub(crate) use shuttle::thread::JoinHandle;
+    use std::sync::{PoisonError, TryLockError};
+    use std::time::Duration;
+
+    /// shuttle's mutex behind parking_lot's interface, and like
+    /// parking_lot's without poisoning: a guard dropped while its thread
+    /// unwinds (say a failing test's main thread dropping the last handle)
+    /// must not make the next `lock()` panic during that unwind, which
+    /// would abort the test process instead of reporting the failure.
+    pub(crate) struct Mutex<T>(shuttle::sync::Mutex<T>);
+    pub(crate) type MutexGuard<'a, T> = shuttle::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(shuttle::sync::Mutex::new(v))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+        /// As parking_lot's: the guard if the lock was free, `None` if not
+        /// (shuttle's `try_lock` is a scheduling point and fails only when
+        /// the lock is held).
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            }
+        }
+    }
+
+    /// shuttle's condition variable behind parking_lot's interface.
+    pub(crate) struct Condvar(shuttle::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(shuttle::sync::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+            // shuttle's wait consumes the guard; parking_lot's borrows it.
+            // Move the guard out and back with a raw read/write pair, as in
+            // the loom facade. If `wait` unwound in between (shuttle may
+            // unwind a blocked task when it tears an execution down), the
+            // caller would drop a guard that was already moved out, so an
+            // unwind aborts instead.
+            struct AbortOnUnwind;
+            impl Drop for AbortOnUnwind {
+                fn drop(&mut self) {
+                    std::process::abort();
+                }
+            }
+            let bomb = AbortOnUnwind;
+            // SAFETY: `guard` is valid for reads and writes. The value read is
+            // consumed exactly once, by `wait`, whose returned guard (of the
+            // same mutex) is written back before anyone can observe `*guard`;
+            // if `wait` unwinds instead, `bomb` aborts the process before the
+            // moved-out guard could be dropped a second time.
+            unsafe {
+                let g = std::ptr::read(guard);
+                let g = self.0.wait(g).unwrap_or_else(PoisonError::into_inner);
+                std::ptr::write(guard, g);
+            }
+            std::mem::forget(bomb);
+        }
+        /// shuttle has no time (its `wait_timeout` never times out): a
+        /// timed wait is an untimed one. Every timed waiter must also be
+        /// woken by a notification when what it waits for happens.
+        pub(crate) fn wait_for<T>(&self, guard: &mut MutexGuard<'_, T>, _timeout: Duration) {
+            self.wait(guard);
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+    }
+
+    shuttle::lazy_static! {
+        /// Model time, as under loom: it stands still except when a timer
+        /// fires, which moves it to that timer's deadline. shuttle drops
+        /// lazy statics at the end of each execution, so every execution
+        /// starts at time 0.
+        static ref MODEL_NOW: shuttle::sync::atomic::AtomicU64 =
+            shuttle::sync::atomic::AtomicU64::new(0);
+    }
+
+    /// Model time in nanoseconds; see `MODEL_NOW`.
+    pub(crate) fn now_ns() -> u64 {
+        MODEL_NOW.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A timer with deadline `to` fires: model time reaches it. Time
+    /// passing lets the other threads run first: the timer thread yields,
+    /// which under PCT drops it below every other thread. Otherwise PCT,
+    /// which runs its highest-priority runnable threads for as long as they
+    /// can run, could starve a thread that holds a lock (say an enqueuer
+    /// holding a bypass lock) while a GP worker fails to try-lock it, defers
+    /// a wake, and is woken by the timer firing at once, for ever: a
+    /// livelock that the model's timeless timers would have made up.
+    pub(crate) fn advance_model_time(to: u64) {
+        shuttle::thread::yield_now();
+        MODEL_NOW.fetch_max(to, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A spin loop must yield, or shuttle's step bound fails the test.
+    #[inline]
+    pub(crate) fn spin_hint() {
+        shuttle::thread::yield_now();
+    }
+
+    pub(crate) fn spawn_named<F>(name: String, f: F) -> JoinHandle<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        // Named, so that a failure report says which worker failed.
+        shuttle::thread::Builder::new()
+            .name(name)
+            .spawn(f)
+            .expect("shuttle spawns never fail")
+    }
+
+    macro_rules! rcu_thread_local {
+        ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;) => {
+            shuttle::thread_local! {
+                $(#[$attr])* static $name: $t = $init;
+            }
+        };
+    }
+    pub(crate) use rcu_thread_local;
+}
+
 pub(crate) use imp::*;
 
-/// Atomic orderings and compiler fences are the same types in both worlds.
+/// Atomic orderings and compiler fences are the same types in every world.
 pub(crate) use std::sync::atomic::Ordering;
 
 // ---------------------------------------------------------------------------
@@ -231,7 +389,8 @@ pub(crate) use std::sync::atomic::Ordering;
 // so that loom sees them.
 
 /// An `UnsafeCell` with loom's closure-based interface, so that loom can
-/// check every access for data races.
+/// check every access for data races. (shuttle has no cell model: under
+/// `cfg(shuttle)` this is the plain wrapper, as in real builds.)
 #[cfg(not(loom))]
 #[allow(dead_code)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
@@ -261,15 +420,21 @@ pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::thread::{current as current_thread, park, Thread};
-#[cfg(not(loom))]
+#[cfg(shuttle)]
+#[allow(unused_imports)]
+pub(crate) use shuttle::thread::{current as current_thread, park, Thread};
+#[cfg(not(any(loom, shuttle)))]
 #[allow(unused_imports)]
 pub(crate) use std::thread::{current as current_thread, park, Thread};
 
 /// A memory fence as the model checker understands it.
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::fence;
-/// A memory fence as the model checker understands it (std's outside loom).
-#[cfg(not(loom))]
+/// A memory fence as the model checker understands it.
+#[cfg(shuttle)]
+pub(crate) use shuttle::sync::atomic::fence;
+/// A memory fence (std's outside the model checkers).
+#[cfg(not(any(loom, shuttle)))]
 pub(crate) use std::sync::atomic::fence;
 
 /// The reader's half of the asymmetric fence pair; see the module docs.
@@ -278,14 +443,14 @@ pub(crate) use std::sync::atomic::fence;
 /// period side uses `membarrier(2)`, so the reader needs only a compiler fence.
 #[inline(always)]
 pub(crate) fn reader_fence(light: bool) {
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     {
         let _ = light;
         if !mutant("no_reader_fence") {
-            loom::sync::atomic::fence(Ordering::SeqCst);
+            fence(Ordering::SeqCst);
         }
     }
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, shuttle)))]
     {
         if light {
             std::sync::atomic::compiler_fence(Ordering::SeqCst);
@@ -297,7 +462,7 @@ pub(crate) fn reader_fence(light: bool) {
 
 /// The fallback readers' full fence, kept out of line so that the
 /// membarrier fast path is straight-line code.
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 #[cold]
 #[inline(never)]
 fn full_fence_cold() {
@@ -309,14 +474,14 @@ fn full_fence_cold() {
 /// period's heavy fence). One test of `light` for the three steps.
 #[inline(always)]
 pub(crate) fn reader_exit_store(light: bool, ctr: &AtomicUsize) {
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     {
         let _ = light;
-        loom::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         ctr.store(0, Ordering::Release);
-        loom::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, shuttle)))]
     {
         use std::sync::atomic::compiler_fence;
         if light {
@@ -330,7 +495,7 @@ pub(crate) fn reader_exit_store(light: bool, ctr: &AtomicUsize) {
 }
 
 /// [`reader_exit_store`] for readers without membarrier, out of line.
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 #[cold]
 #[inline(never)]
 fn reader_exit_store_cold(ctr: &AtomicUsize) {
@@ -342,12 +507,12 @@ fn reader_exit_store_cold(ctr: &AtomicUsize) {
 /// The grace-period side's half of the asymmetric fence pair.
 #[inline]
 pub(crate) fn heavy_fence(membarrier: bool) {
-    #[cfg(loom)]
+    #[cfg(any(loom, shuttle))]
     {
         let _ = membarrier;
-        loom::sync::atomic::fence(Ordering::SeqCst);
+        fence(Ordering::SeqCst);
     }
-    #[cfg(not(loom))]
+    #[cfg(not(any(loom, shuttle)))]
     {
         if membarrier {
             crate::membarrier::private_expedited();
@@ -358,8 +523,9 @@ pub(crate) fn heavy_fence(membarrier: bool) {
 }
 
 /// Is the deliberately broken variant `name` selected? Always `false` outside
-/// loom builds. Under loom, `RCU_LOOM_MUTANT` holds one mutant name.
-#[cfg(loom)]
+/// loom and shuttle builds. Under either, `RCU_LOOM_MUTANT` holds one mutant
+/// name.
+#[cfg(any(loom, shuttle))]
 pub(crate) fn mutant(name: &str) -> bool {
     static SELECTED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     SELECTED
@@ -369,14 +535,14 @@ pub(crate) fn mutant(name: &str) -> bool {
 }
 
 /// Is the deliberately broken variant `name` selected? Always `false` outside
-/// loom builds.
-#[cfg(not(loom))]
+/// loom and shuttle builds.
+#[cfg(not(any(loom, shuttle)))]
 #[inline(always)]
 pub(crate) const fn mutant(_name: &str) -> bool {
     false
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(any(loom, shuttle))))]
 mod tests {
     use super::*;
 

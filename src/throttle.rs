@@ -12,7 +12,7 @@
 //! worker at once. Then:
 //!
 //! * an ordinary thread **blocks** until the backlog falls below the
-//!   low-water mark (counted in [`Stats::throttled`]);
+//!   low-water mark, or reaches it (counted in [`Stats::throttled`]);
 //! * a thread inside a read-side section of the domain, or running a
 //!   callback (of any domain), must not block (it would wait for itself, or
 //!   stall the very workers that drain the backlog), so it queues its
@@ -27,7 +27,7 @@
 //!
 //! # Invariant
 //!
-//! **A blocked caller is woken once the backlog is below low water.** A
+//! **A blocked caller is woken once the backlog is at or below low water.** A
 //! waiter registers in `waiters` and then reads the shard lengths; a CB
 //! worker lowers a shard length and then reads `waiters`; both with a
 //! `SeqCst` fence between, so at least one sees the other, and the worker
@@ -42,6 +42,9 @@ use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Condvar, Mutex, Orderin
 
 /// The domain's throttle state.
 pub(crate) struct Throttle {
+    /// `high != usize::MAX`: throttling is on (the enqueue path reads no
+    /// shard length otherwise).
+    pub(crate) enabled: bool,
     pub(crate) high: usize,
     pub(crate) low: usize,
     /// `high / shards`, at least 1: the per-shard share that triggers a sum.
@@ -58,6 +61,7 @@ pub(crate) struct Throttle {
 impl Throttle {
     pub(crate) fn new(high: usize, low: usize, shards: usize) -> Throttle {
         Throttle {
+            enabled: high != usize::MAX,
             high,
             low,
             share: (high / shards).max(1),
@@ -69,8 +73,17 @@ impl Throttle {
         }
     }
 
-    /// Block until `backlog()` is below low water. The caller has expedited.
-    pub(crate) fn wait(&self, backlog: impl Fn() -> usize, expedite: impl Fn()) {
+    /// Block until `backlog()` is at or below low water. The caller has
+    /// expedited.
+    /// `expedite` runs again whenever the wait ends (a notification, or
+    /// `recheck` passing) without the backlog at low water: what keeps the
+    /// backlog moving is the caller's business, not the notifier's.
+    pub(crate) fn wait(
+        &self,
+        backlog: impl Fn() -> usize,
+        expedite: impl Fn(),
+        recheck: std::time::Duration,
+    ) {
         let mut g = self.lock.lock();
         self.waiters.fetch_add(1, Ordering::Relaxed);
         if !mutant("throttle_no_fence") {
@@ -78,10 +91,10 @@ impl Throttle {
             fence(Ordering::SeqCst);
         }
         self.throttled.fetch_add(1, Ordering::Relaxed);
-        while backlog() >= self.low {
-            self.cv.wait(&mut g);
+        while backlog() > self.low {
+            self.cv.wait_for(&mut g, recheck);
             // Whatever woke us, make sure the backlog keeps moving.
-            if backlog() >= self.low {
+            if backlog() > self.low {
                 drop(g);
                 expedite();
                 g = self.lock.lock();
@@ -91,7 +104,7 @@ impl Throttle {
     }
 
     /// A CB worker lowered a shard length: wake the waiters if the backlog
-    /// is now below low water.
+    /// is now at or below low water.
     #[inline]
     pub(crate) fn released(&self, backlog: impl Fn() -> usize) {
         if !mutant("throttle_no_fence") {
@@ -106,7 +119,7 @@ impl Throttle {
     #[cold]
     fn wake_waiters(&self, backlog: impl Fn() -> usize) {
         let g = self.lock.lock();
-        if backlog() < self.low {
+        if backlog() <= self.low {
             drop(g);
             self.cv.notify_all();
         }

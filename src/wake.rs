@@ -43,11 +43,18 @@
 //! * A request for a level *higher* than the current one raises the level
 //!   and arms the timer, or moves an armed timer *earlier* (LAZY's far
 //!   deadline becomes BYPASS's or WAKE's near one); it never moves it later.
-//! * A request for a *lower or equal* level changes nothing, except that a
-//!   BYPASS request on a pending BYPASS moves the deadline *later*: in a
-//!   callback flood there is no point waking the GP worker to flush a bypass
-//!   that enqueuers keep flushing themselves (the kernel's rule too).
-//!   In particular LAZY never downgrades a pending WAKE or BYPASS.
+//! * A request for a *lower or equal* level changes nothing, with two
+//!   exceptions for BYPASS. On a pending BYPASS it moves the deadline
+//!   *later*: in a callback flood there is no point waking the GP worker to
+//!   flush a bypass that enqueuers keep flushing themselves (the kernel's
+//!   rule too). On a pending LAZY it takes over and moves the deadline
+//!   *earlier*: a non-lazy bypass must not wait out another shard's lazy
+//!   timeout. In particular LAZY never downgrades a pending WAKE or BYPASS,
+//!   and never postpones anything.
+//! * FORCE also sets `flush_all`, which only the GP worker clears, when it
+//!   flushes every bypass of its group in its next scan: a wake that cancels
+//!   a pending FORCE (a direct wake, the GP worker's own wake-up) therefore
+//!   never loses the flush it promised.
 //! * The timer handler performs any level (wakes the GP worker) and resets
 //!   it; a direct wake cancels the timer and resets any level; the GP
 //!   worker's own wake-up cancels and resets levels >= WAKE (it is about to
@@ -68,19 +75,6 @@ pub(crate) enum Level {
     Lazy = 2,
     Wake = 3,
     Force = 4,
-}
-
-impl Level {
-    #[cfg(test)]
-    pub(crate) fn from_u8(v: u8) -> Level {
-        match v {
-            0 => Level::None,
-            1 => Level::Bypass,
-            2 => Level::Lazy,
-            3 => Level::Wake,
-            _ => Level::Force,
-        }
-    }
 }
 
 /// The delays of the levels, in nanoseconds (from the domain's
@@ -117,6 +111,12 @@ pub(crate) struct GroupWake {
     pub(crate) deferred: u64,
     /// Wakes the timer performed.
     pub(crate) timer_wakes: u64,
+    /// Memory pressure (FORCE) asked for every bypass of the group to be
+    /// flushed: the GP worker's next scan does it and clears this.
+    pub(crate) flush_all: bool,
+    /// Times the level was reset (cancel or fire): lets a loom model tell
+    /// whether a reset happened between two looks.
+    pub(crate) resets: u64,
     /// The tick of the last direct wake (`u64::MAX`: none yet).
     pub(crate) last_direct_wake: u64,
     /// See the module docs: private so that only the methods below, which
@@ -135,6 +135,8 @@ impl GroupWake {
             wakeups: 0,
             deferred: 0,
             timer_wakes: 0,
+            resets: 0,
+            flush_all: false,
             last_direct_wake: u64::MAX,
             level: Level::None,
             timer: None,
@@ -146,7 +148,7 @@ impl GroupWake {
     }
 
     /// Is the timer armed, and for when?
-    #[cfg(test)]
+    #[cfg(any(test, loom, shuttle))]
     pub(crate) fn timer(&self) -> Option<u64> {
         self.timer
     }
@@ -156,8 +158,16 @@ impl GroupWake {
     /// or moved; `None` if a pending level already covers the request.
     pub(crate) fn defer(&mut self, want: Level, now: u64, delays: Delays) -> Option<u64> {
         debug_assert!(want > Level::None);
+        if want == Level::Force {
+            self.flush_all = true;
+        }
         let deadline = now.saturating_add(delays.of(want));
-        let new = if want > self.level {
+        let new = if want == Level::Lazy && self.level > Level::None && mutant("lazy_downgrades") {
+            // Broken variant: a lazy request replaces whatever was pending,
+            // postponing a deferred WAKE by the lazy timeout.
+            self.level = Level::Lazy;
+            Some(deadline)
+        } else if want > self.level {
             self.level = want;
             match self.timer {
                 Some(t) if t <= deadline => None,
@@ -166,6 +176,16 @@ impl GroupWake {
         } else if want == Level::Bypass && self.level == Level::Bypass {
             // Flood: push the flush later (its enqueuers flush themselves).
             (self.timer != Some(deadline)).then_some(deadline)
+        } else if want == Level::Bypass && self.level == Level::Lazy {
+            // A non-lazy bypass must not wait out a lazy timeout: BYPASS
+            // takes over, with the earlier deadline (the lazy callbacks are
+            // served by the same wake; the GP worker re-arms LAZY for
+            // whatever it leaves behind).
+            self.level = Level::Bypass;
+            match self.timer {
+                Some(t) if t <= deadline => None,
+                _ => Some(deadline),
+            }
         } else {
             None
         };
@@ -182,6 +202,7 @@ impl GroupWake {
     /// selected only by the mutants.
     pub(crate) fn cancel(&mut self, keep_level: bool) {
         self.timer = None;
+        self.resets += 1;
         if !keep_level {
             self.level = Level::None;
         }
@@ -256,6 +277,22 @@ mod tests {
     }
 
     #[test]
+    fn bypass_takes_over_a_pending_lazy_with_the_earlier_deadline() {
+        let mut w = GroupWake::new();
+        assert_eq!(w.defer(Level::Lazy, 100, D), Some(1100));
+        assert_eq!(w.defer(Level::Bypass, 200, D), Some(210));
+        assert_eq!((w.level(), w.timer()), (Level::Bypass, Some(210)));
+    }
+
+    #[test]
+    fn force_asks_for_a_flush_that_outlives_a_cancel() {
+        let mut w = GroupWake::new();
+        w.defer(Level::Force, 0, D);
+        w.cancel(false);
+        assert!(w.flush_all, "only the GP worker's scan clears it");
+    }
+
+    #[test]
     fn a_higher_level_moves_the_timer_earlier_never_later() {
         let mut w = GroupWake::new();
         assert_eq!(w.defer(Level::Lazy, 100, D), Some(1100));
@@ -298,18 +335,5 @@ mod tests {
         assert_eq!(w.fire(d), None, "fired once");
         // After a reset, the next request arms again: no stale level.
         assert_eq!(w.defer(Level::Wake, 50, D), Some(60));
-    }
-
-    #[test]
-    fn level_round_trips_through_u8() {
-        for l in [
-            Level::None,
-            Level::Bypass,
-            Level::Lazy,
-            Level::Wake,
-            Level::Force,
-        ] {
-            assert_eq!(Level::from_u8(l as u8), l);
-        }
     }
 }

@@ -61,13 +61,14 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
     let nocb = &core.nocb;
     let group = &nocb.groups[g];
     loop {
+        let mut flush_all = false;
         if !mutant("gp_sleep_after_scan") {
             let mut w = group.wake.lock();
             if w.stop {
                 return;
             }
             w.sleep = true;
-            nocb.gp_worker_awake(group, &mut w);
+            flush_all = nocb.gp_worker_awake(group, &mut w);
         }
         let mut earliest: Option<u64> = None;
         // The bypass lists this scan leaves behind: `Some(true)` if all of
@@ -86,7 +87,10 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 // zero hint is safe: the enqueue that makes a bypass
                 // non-empty asks for its own deferred wake.
                 let mut bypass = None;
-                if shard.bypass_len.load(Ordering::Acquire) != 0 {
+                if flush_all {
+                    // Memory pressure: flush it whatever its age.
+                    bypass = Some(shard.bypass.lock());
+                } else if shard.bypass_len.load(Ordering::Acquire) != 0 {
                     match shard.bypass.try_lock() {
                         Some(b) => bypass = Some(b),
                         None => {
@@ -99,7 +103,7 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 let mut l = shard.list.lock();
                 if let Some(mut b) = bypass {
                     let c = &nocb.cfg;
-                    if b.should_flush(now, c.bypass_max, c.tick_ns, c.lazy_ns) {
+                    if flush_all || b.should_flush(now, c.bypass_max, c.tick_ns, c.lazy_ns) {
                         shard.flush_bypass(&mut b, &mut l);
                     } else if b.len() != 0 {
                         left = Some(left.unwrap_or(true) && b.lazy_only());
@@ -123,7 +127,11 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 nocb.wake_cb_worker(i);
             }
             if let Some(s) = request {
-                if catch_unwind(AssertUnwindSafe(|| core.request_gp(s))).is_err() {
+                if nocb.cfg.inline_gp {
+                    // loom models that leave the engine out: the same
+                    // fallback as below, by choice.
+                    core.gp.wait_for(s, &core.reader);
+                } else if catch_unwind(AssertUnwindSafe(|| core.request_gp(s))).is_err() {
                     // The engine thread could not be started (the OS refused
                     // a thread; the panic hook has reported it): run the
                     // grace period here rather than strand the callbacks.
@@ -146,6 +154,12 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
             nocb.defer_wake(core, g, level, now);
         }
         let mut w = group.wake.lock();
+        if mutant("gp_clear_after_scan") && w.level() >= Level::Wake {
+            // Broken variant: cancel a deferred WAKE after the scan rather
+            // than before it, dropping one that an enqueue issued after the
+            // scan passed its shard.
+            w.cancel(false);
+        }
         if mutant("gp_sleep_after_scan") {
             // Broken variant: a wake that raced the scan above is lost.
             w.sleep = true;
