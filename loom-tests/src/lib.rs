@@ -105,6 +105,12 @@ where
 {
     use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
     let mut b = loom::model::Builder::new();
+    // The deferred-wakeup models take more scheduling decisions per
+    // execution than loom's default cap of 1,000 (a cap on one execution's
+    // length, not on exploration: it is not a way to stop early).
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        b.max_branches = 20_000;
+    }
     match bound {
         Bound::Exhaustive => b.preemption_bound = None,
         Bound::Preemptions(n) => {
@@ -113,6 +119,10 @@ where
             }
         }
         Bound::Fixed(n) => b.preemption_bound = Some(n),
+    }
+    if let Ok(v) = std::env::var("LOOM_FORCE_BOUND") {
+        // For measuring a model at another bound by hand; CI never sets it.
+        b.preemption_bound = Some(v.parse().expect("LOOM_FORCE_BOUND: a number"));
     }
     let bound = b.preemption_bound;
     let runs = std::sync::Arc::new(StdAtomicUsize::new(0));
@@ -163,4 +173,35 @@ impl Done {
             g = self.cv.wait(g).unwrap();
         }
     }
+}
+
+/// A count of finished callbacks for models whose main thread runs the
+/// callbacks itself (`Builder::loom_caller_runs_callbacks`): it only checks
+/// the count between batches, so an untracked std atomic suffices (loom
+/// runs one thread at a time) and adds no states of its own. Blocking still
+/// happens in the library's CB-worker sleep, where a stranded callback
+/// shows up as a deadlock.
+#[derive(Default)]
+pub struct Ran(std::sync::atomic::AtomicUsize);
+
+impl Ran {
+    /// A new, shared count at zero.
+    pub fn new() -> std::sync::Arc<Ran> {
+        std::sync::Arc::new(Ran::default())
+    }
+
+    /// Called by a callback when it has run.
+    pub fn one(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How many callbacks have run.
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Run shard 0's callbacks on this thread until `ran` reaches `n`.
+pub fn run_until(rcu: &Rcu, ran: &Ran, n: usize) {
+    rcu.loom_run_callbacks(0, || ran.count() >= n);
 }

@@ -13,7 +13,21 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::{Rcu, RcuCell};
-use rcu_offload_loom_tests::{model, Bound, Done, Objects, POISON};
+use rcu_offload_loom_tests::{model, run_until, Bound, Done, Objects, Ran, POISON};
+
+/// One shard, no throttling, and no wake rate-limiting: model time stands
+/// still, so rate-limiting would defer every direct wake after the first to
+/// the timer thread, one thread more than these models can afford. The
+/// deferral is the same path as a deferral from a read-side section, which
+/// (2) and the models in wakeups.rs run.
+fn domain() -> Rcu {
+    Rcu::builder()
+        .shards(1)
+        .high_water(usize::MAX)
+        .loom_no_wake_rate_limit()
+        .build()
+        .unwrap()
+}
 
 /// (1) An enqueue that makes the shard go from nothing pending to something
 /// pending races the GP worker's first scan and its decision to sleep; then a
@@ -24,7 +38,7 @@ use rcu_offload_loom_tests::{model, Bound, Done, Objects, POISON};
 #[test]
 fn enqueue_races_gp_worker_sleep() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let done = Done::new();
         for _ in 0..2 {
             let d = done.clone();
@@ -37,27 +51,34 @@ fn enqueue_races_gp_worker_sleep() {
 /// (2) The GP worker decides to sleep on a grace period while the engine
 /// completes it and looks for GP workers to wake; and the callback, queued
 /// inside a read-side section of the caller, must not run before that
-/// section ends. Mutants caught: `await_unlocked` (the worker checks the
-/// grace period before publishing what it awaits: the completion's
-/// notification is lost), `gp_done_no_notify`, and `advance_early` (DONE
-/// reached without the grace period).
+/// section ends. Queued inside the section, its wake is deferred to the
+/// timer thread, so the main thread runs the callbacks itself (main, GP
+/// worker, engine, timer: 4 threads). Mutants caught: `await_unlocked` (the
+/// worker checks the grace period before publishing what it awaits: the
+/// completion's notification is lost), `gp_done_no_notify`, and
+/// `advance_early` (DONE reached without the grace period).
 #[test]
 fn advance_races_gp_completion() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::new();
+        let rcu = Rcu::builder()
+            .shards(1)
+            .high_water(usize::MAX)
+            .loom_caller_runs_callbacks()
+            .build()
+            .unwrap();
         let objs = Arc::new(Objects::new(2));
-        let done = Done::new();
+        let ran = Ran::new();
         let g = rcu.read();
         let i = objs.current();
         let old = objs.publish(1);
-        let (o, d) = (objs.clone(), done.clone());
+        let (o, r) = (objs.clone(), ran.clone());
         rcu.call(move || {
             o.poison(old);
-            d.one();
+            r.one();
         });
         objs.check(i);
         drop(g);
-        done.wait_for(1);
+        run_until(&rcu, &ran, 1);
         assert_eq!(objs.value(0), POISON);
     });
 }
@@ -73,7 +94,7 @@ fn advance_races_gp_completion() {
 #[test]
 fn gp_completed_by_synchronize() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let done = Done::new();
         let d = done.clone();
         rcu.call(move || d.one());
@@ -94,7 +115,7 @@ fn gp_completed_by_synchronize() {
 #[test]
 fn cb_worker_drains_while_enqueuing() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let done = Done::new();
         let runs = Arc::new(AtomicUsize::new(0));
         let producer = {
@@ -125,7 +146,7 @@ fn cb_worker_drains_while_enqueuing() {
 #[test]
 fn barrier_races_enqueue_and_invocation() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         rcu.call(move || {
@@ -155,7 +176,7 @@ fn barrier_races_enqueue_and_invocation() {
 #[test]
 fn concurrent_barriers_share_work() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let ran = Arc::new(AtomicUsize::new(0));
         let other = {
             let rcu = rcu.clone();
@@ -182,7 +203,7 @@ fn concurrent_barriers_share_work() {
 #[test]
 fn shutdown_runs_pending_callbacks() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
             let r = ran.clone();
@@ -215,7 +236,7 @@ impl Drop for Versioned {
 #[test]
 fn rcu_cell_replace_and_read() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::new();
+        let rcu = domain();
         let first = Arc::new(AtomicUsize::new(1));
         let second = Arc::new(AtomicUsize::new(2));
         let cell = RcuCell::new(

@@ -1,0 +1,155 @@
+//! loom models of deferred wakeups: wake levels, the group timer and the
+//! timer service (src/wake.rs, src/timer.rs, src/nocb.rs).
+//!
+//! The domain has one shard and runs with `loom_caller_runs_callbacks`: the
+//! model's main thread queues callbacks and then *is* the shard's CB worker
+//! (`Rcu::loom_run_callbacks`), running callbacks until its own have run.
+//! It kicks nobody: a callback that nobody will advance leaves the main
+//! thread asleep in the CB worker's sleep, the GP worker asleep, the engine
+//! and the timer thread idle, and loom reports a deadlock. The threads are
+//! the main thread, the GP worker, the grace-period engine and the timer
+//! service: four, which is what lets the seed model run at preemption
+//! bound 3.
+//!
+//! Under loom, model time stands still until a timer fires; firing moves it
+//! to the timer's deadline (src/timer.rs), so a bypass or lazy list becomes
+//! "old enough to flush" exactly when the timer armed for it has fired.
+#![cfg(loom)]
+
+use std::sync::Arc;
+
+use rcu_offload::Rcu;
+use rcu_offload_loom_tests::{model, run_until, Bound, Ran};
+
+fn domain(nobypass_limit: usize) -> Rcu {
+    let b = Rcu::builder()
+        .shards(1)
+        .nobypass_limit(nobypass_limit)
+        .high_water(usize::MAX)
+        .loom_caller_runs_callbacks();
+    if std::env::var_os("LOOM_INLINE_GP").is_some() {
+        b.loom_inline_grace_periods().build().unwrap()
+    } else {
+        b.build().unwrap()
+    }
+}
+
+/// Queue a callback that counts itself in `done`.
+fn counted(rcu: &Rcu, done: &Arc<Ran>, lazy: bool) {
+    let d = done.clone();
+    if lazy {
+        rcu.call_lazy(move || d.one());
+    } else {
+        rcu.call(move || d.one());
+    }
+}
+
+/// (W1) **The seed scenario** (DESIGN.md, "The invariant the seed bug
+/// broke"). A first callback goes to the segmented list and wakes the GP
+/// worker, which asks for a grace period and sleeps waiting for it. A lazy
+/// callback then goes to the bypass and defers its wake (LAZY, timer armed):
+/// the GP worker is asleep on a grace period with a bypass flush pending.
+/// The timer fires at whatever point loom picks, late or early, and the GP
+/// worker flushes and runs both. Afterwards the same shard enqueues another
+/// lazy callback, deferring again, and the main thread waits for it.
+///
+/// Mutant caught: `timer_keeps_level`, the seed bug: the timer handler
+/// disarms the timer but leaves the level at LAZY; the later deferral sees
+/// LAZY, assumes a timer is armed, arms none, and its callback is stranded
+/// (deadlock).
+#[test]
+fn seed_timer_cancel_keeps_level() {
+    model(Bound::Fixed(3), || {
+        let rcu = domain(usize::MAX);
+        let done = Ran::new();
+        counted(&rcu, &done, false);
+        counted(&rcu, &done, true);
+        run_until(&rcu, &done, 2);
+        counted(&rcu, &done, true);
+        run_until(&rcu, &done, 3);
+        assert_eq!(done.count(), 3);
+    });
+}
+
+/// (W2) **The kernel's twin of the seed bug** (the March 2021 sequence,
+/// where the canceller is a direct wake): a lazy callback defers a LAZY
+/// wake and arms the timer; a non-lazy callback on the same shard promotes
+/// it (flushes the lazy bypass into the list) and wakes the GP worker
+/// directly, cancelling the timer; both run. Then another lazy callback
+/// defers again.
+///
+/// Mutant caught: `direct_wake_keeps_level`: the direct wake cancels the
+/// timer but keeps the level (the kernel's `wake_nocb_gp` before its fix),
+/// so the later deferral arms nothing (deadlock).
+#[test]
+fn kernel_twin_direct_wake_keeps_level() {
+    model(Bound::Fixed(3), || {
+        let rcu = domain(usize::MAX);
+        let done = Ran::new();
+        counted(&rcu, &done, true);
+        counted(&rcu, &done, false);
+        run_until(&rcu, &done, 2);
+        counted(&rcu, &done, true);
+        run_until(&rcu, &done, 3);
+        assert_eq!(done.count(), 3);
+    });
+}
+
+/// (W3) A wake deferred from inside a read-side section (WAKE, timer armed)
+/// races the GP worker's own wake-up (which cancels levels >= WAKE before it
+/// scans), the timer firing, and a later enqueue outside the section that
+/// performs the pending WAKE directly. Both callbacks must run.
+///
+/// Mutant caught: `gp_clear_after_scan`: the GP worker cancels a pending
+/// WAKE after its scan instead of before, dropping a deferral issued after
+/// the scan passed the shard (deadlock).
+#[test]
+fn deferred_wake_races_direct_wake_gp_wakeup_and_timer() {
+    model(Bound::Fixed(3), || {
+        let rcu = domain(usize::MAX);
+        let done = Ran::new();
+        let g = rcu.read();
+        counted(&rcu, &done, false);
+        drop(g);
+        run_until(&rcu, &done, 1);
+        counted(&rcu, &done, false);
+        run_until(&rcu, &done, 2);
+        assert_eq!(done.count(), 2);
+    });
+}
+
+/// (W4) **Level rules: LAZY never downgrades a pending WAKE.** Inside a
+/// read-side section a callback defers a WAKE; then a lazy callback asks
+/// for LAZY. Unless the level was reset in between (the GP worker woke up,
+/// or the timer fired: `resets` tells), the level must still be at least
+/// WAKE and the deadline no later, whatever the GP worker and the timer do
+/// meanwhile. (Loom cannot see *when* a timer fires, by design, so the rule
+/// is checked on the state it leaves; both callbacks must also run.)
+///
+/// Mutant caught: `lazy_downgrades` (a LAZY request replaces the pending
+/// level and postpones the timer): assertion.
+#[test]
+fn lazy_never_downgrades_pending_wake() {
+    model(Bound::Fixed(3), || {
+        let rcu = domain(usize::MAX);
+        let done = Ran::new();
+        let g = rcu.read();
+        counted(&rcu, &done, false);
+        let (level, timer, resets, _) = rcu.loom_wake_state(0);
+        counted(&rcu, &done, true);
+        let (level2, timer2, resets2, _) = rcu.loom_wake_state(0);
+        if resets2 == resets && level >= 3 {
+            assert!(level2 >= level, "LAZY downgraded level {level} to {level2}");
+            assert!(
+                timer2 <= timer,
+                "LAZY postponed the deferred wake: {timer:?} to {timer2:?}"
+            );
+        }
+        drop(g);
+        // The lazy callback needs a barrier or its timeout: `barrier()`
+        // would block this thread, which runs the callbacks, so let its
+        // timer (LAZY, armed by the enqueue or the GP worker) do it.
+        run_until(&rcu, &done, 2);
+        assert_eq!(done.count(), 2);
+    });
+}
