@@ -20,11 +20,61 @@
 //!   averaged over producers and divided by its share (the cost of one
 //!   `call()` as its caller sees it, P callers at once). Waiting for the
 //!   callbacks happens after the clock stops.
+//! * `callbacks/end_to_end_nobypass/...` and `callbacks/enqueue_nobypass/P={1,2}`:
+//!   the same measurements, rcu-offload only, with its bypass lists off
+//!   (`Builder::nobypass_limit(usize::MAX)`; everything else default), each
+//!   run right after its default-settings group. With the default
+//!   `nobypass_limit` (16 callbacks per shard per 1 ms tick) every batch is a
+//!   flood: after the first 16 calls of a tick a shard's callbacks go to its
+//!   bypass list (one uncontended lock, no segmented-list work, no wake-up
+//!   decision). `benches/report.py` prints default vs bypass-off and the
+//!   ratio. liburcu has no equivalent knob (its `call_rcu` always appends to
+//!   a lock-free wait-free queue), so there is no peer entry.
 //! * `callbacks/latency_200us`: one thread queues one callback every 200 µs
 //!   (sleeping in between, against absolute deadlines) and each callback
 //!   records when it runs. Each sample's value is the *median* call-to-run
 //!   latency of its callbacks (the routine returns median x iterations), so
 //!   criterion's median is a median of per-sample medians.
+//! * `callbacks/flood` (not a criterion group: it measures a rate and a
+//!   memory peak, not a time per iteration; implemented in
+//!   `benches/src/flood.rs`): 2 producer threads queue callbacks as fast as
+//!   they can for a fixed wall-clock time (`RCU_FLOOD_SECS`, default `3,10`:
+//!   one run of each length). Each producer allocates a 64-byte node
+//!   (`Box<[u64; 8]>`, `malloc(64)` in C) per callback; the callback spins
+//!   [`flood::SPIN_STEPS`] (300) steps (additions forced through memory by
+//!   `black_box`; in C by an empty `asm` with a memory clobber: the two
+//!   compile to the same loop), stores the result in the node and frees it.
+//!   When the time is up, the producers stop, are joined, and a final
+//!   barrier waits for every callback. Reported per variant: the *rate*
+//!   (callbacks queued, all of which ran, divided by the time from the start
+//!   gate until the barrier returned), the *drain* (the barrier's share of
+//!   that), and the *peak RSS* (`VmHWM`). Every variant runs in a fresh child
+//!   process (the bench binary re-executed with `RCU_BENCH_FLOOD_CHILD`), so
+//!   no other variant's memory counts in its peak. Variants:
+//!   - `rcu-offload`: default settings (high water 100k pending callbacks,
+//!     low water 50k, 2 shards here);
+//!   - `rcu-offload high_water=MAX`: throttling off, to show what the bound
+//!     buys;
+//!   - `liburcu call_rcu percpu`: `urcu_memb_call_rcu` with per-CPU workers
+//!     (`create_all_cpu_call_rcu_data`); the producer loops run in C.
+//!     liburcu has no bound, so its RSS grows with the run length;
+//!   - the *limit* ("the slow callbacks' own limit"): the callback body alone
+//!     (spin + free of a node allocated by another thread, the calling one,
+//!     untimed, between rounds) run by as many threads as rcu-offload has
+//!     callback workers (its default shard count), with nothing else
+//!     running: the best rate any library could sustain with that many
+//!     workers. Measured for the Rust body and for the C body; each flood
+//!     variant's ratio is to the limit of its own body.
+//!
+//!   The unbounded variants are stopped early if RSS exceeds a safety cap
+//!   (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a 10 ms sampler thread checks),
+//!   reported as "capped". Caveats: the machine has 2 cores, so the 2
+//!   producers compete for CPU with the callback workers (and with the
+//!   grace-period threads): the limit, measured with the cores to itself, is
+//!   not fully reachable by any library whose producers run flat out. A
+//!   throttled rcu-offload producer sleeps, which gives its core to the
+//!   workers; liburcu's producers never wait. liburcu's per-CPU workers are
+//!   pinned to their CPU, rcu-offload's are not.
 //!
 //! When "every callback has run", per library:
 //!
@@ -59,12 +109,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
-};
+use criterion::{criterion_group, BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use crossbeam_epoch as epoch;
 use rcu_offload::Rcu;
-use rcu_offload_benches::{median, CallbackKind};
+use rcu_offload_benches::{flood, median, CallbackKind};
 use seize::{Collector, Guard as _};
 
 /// Callbacks per measured batch (end-to-end and enqueue), shared equally by
@@ -589,7 +637,31 @@ fn end_to_end(c: &mut Criterion) {
                 end_to_end_batch(p, kind, producers)
             });
             group.finish();
+
+            // The same for rcu-offload with the bypass off, right after.
+            let name = format!(
+                "callbacks/end_to_end_nobypass/{}/P={producers}",
+                kind_name(kind)
+            );
+            let mut group = c.benchmark_group(name);
+            flat(&mut group);
+            group.throughput(Throughput::Elements(BATCH));
+            bench_peer(&mut group, ours_nobypass(), |p| {
+                end_to_end_batch(p, kind, producers)
+            });
+            group.finish();
         }
+    }
+}
+
+/// rcu-offload with the bypass lists off (`nobypass_limit(usize::MAX)`),
+/// everything else default.
+fn ours_nobypass() -> Ours {
+    Ours {
+        rcu: Rcu::builder()
+            .nobypass_limit(usize::MAX)
+            .build()
+            .expect("valid configuration"),
     }
 }
 
@@ -607,6 +679,12 @@ fn enqueue(c: &mut Criterion) {
         }
         bench_peer(&mut group, Crossbeam, |p| enqueue_batch(p, producers));
         bench_peer(&mut group, seize_peer(), |p| enqueue_batch(p, producers));
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("callbacks/enqueue_nobypass/P={producers}"));
+        flat(&mut group);
+        group.throughput(Throughput::Elements(BATCH / producers as u64));
+        bench_peer(&mut group, ours_nobypass(), |p| enqueue_batch(p, producers));
         group.finish();
     }
 }
@@ -721,4 +799,13 @@ criterion_group! {
         .sample_size(10);
     targets = end_to_end, enqueue, light_load_latency
 }
-criterion_main!(benches);
+
+/// `criterion_main!(benches)`, with the flood around it: a flood child
+/// process runs only its variant; the parent runs the flood group (child
+/// processes, see [`flood`]) after the criterion groups.
+fn main() {
+    flood::child_main_if_requested();
+    benches();
+    flood::run_from_bench(rcu_offload_benches::liburcu_available());
+    Criterion::default().configure_from_args().final_summary();
+}

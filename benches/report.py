@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Run the criterion benches several times and print the README's tables.
 
-Usage: python3 benches/report.py [--runs N] [--bench NAME ...]
+Usage: python3 benches/report.py [--runs N] [--bench NAME ...] [--filter REGEX]
+                                 [--flood-secs S[,S...]]
 
 Each run is a full `cargo bench -p rcu-offload-benches` (peers measured side
 by side in the same run). For every entry we take criterion's median
@@ -15,9 +16,25 @@ batch of callbacks per iteration) are reported per element, i.e. per
 callback. Groups are named by their criterion group id (read from
 benchmark.json); a note under each heading says what its figure is. After
 the per-group tables, a summary table puts every group on one row.
+
+`--filter` is passed to criterion (`cargo bench ... -- REGEX`); the
+callbacks bench's flood, which is not a criterion group, runs when the filter
+is a substring of `callbacks/flood` or contains `flood` (so `--filter flood`
+runs the flood alone, and `--filter 'callbacks/enqueue'` skips it).
+
+Two more tables when their benches ran:
+
+* bypass on/off: each `callbacks/*_nobypass/...` group (rcu-offload with
+  `nobypass_limit(usize::MAX)`) next to the same group with default settings,
+  and the speed-up the bypass gives (median of per-run ratios).
+* callbacks/flood: read from the JSON lines the flood children write
+  (`RCU_FLOOD_JSON`, one file per run): sustained rate, the callbacks' own
+  limit, their ratio (per run, then the median) and peak RSS per variant and
+  run length. `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -42,8 +59,12 @@ def fmt(ns):
 NOTES = [
     ("callbacks/end_to_end/", "time per callback: a batch queued by P producers, "
      "until every callback has run (batch time / batch size)"),
+    ("callbacks/end_to_end_nobypass/", "as callbacks/end_to_end, rcu-offload with the "
+     "bypass off (nobypass_limit(usize::MAX))"),
     ("callbacks/enqueue/", "time per call() as its caller sees it, P callers at once; "
      "waiting for the callbacks is not timed"),
+    ("callbacks/enqueue_nobypass/", "as callbacks/enqueue, rcu-offload with the bypass off "
+     "(nobypass_limit(usize::MAX))"),
     ("callbacks/latency", "median time from call() to the callback running, one call "
      "every 200 µs (median over samples of each sample's median)"),
 ]
@@ -77,22 +98,168 @@ def ratios(runs, g, e):
             if e in r.get(g, {}) and OURS in r.get(g, {}) and r[g][OURS] > 0]
 
 
+def med(xs):
+    return statistics.median(xs) if xs else math.nan
+
+
+def bypass_table(runs):
+    """rcu-offload with default settings vs the bypass off, per group."""
+    pairs = sorted({g for r in runs for g in r if "_nobypass" in g})
+    rows = []
+    for off in pairs:
+        on = off.replace("_nobypass", "")
+        on_v = [r[on][OURS] for r in runs if OURS in r.get(on, {})]
+        off_v = [r[off][OURS] for r in runs if OURS in r.get(off, {})]
+        sp = [r[off][OURS] / r[on][OURS] for r in runs
+              if OURS in r.get(on, {}) and OURS in r.get(off, {}) and r[on][OURS] > 0]
+        if on_v and off_v:
+            rows.append((on, on_v, off_v, sp))
+    if not rows:
+        return
+    print(f"\nbypass on/off: {OURS} per callback (median of {len(runs)} runs' medians); "
+          "speed-up = bypass off / bypass on, median of per-run ratios (>1: the bypass helps)\n")
+    print("| group | bypass on (default) | bypass off | speed-up from bypass | per-run on / off |")
+    print("|---|---|---|---|---|")
+    for g, on_v, off_v, sp in rows:
+        per = ", ".join(f"{fmt(a)} / {fmt(b)}" for a, b in zip(on_v, off_v))
+        print(f"| {g} | {fmt(med(on_v))} ({1e3 / med(on_v):.1f} M/s) | "
+              f"{fmt(med(off_v))} ({1e3 / med(off_v):.1f} M/s) | "
+              f"{med(sp):.2f}x | {per} |")
+
+
+FLOOD_LABELS = {
+    "ours": "rcu-offload (default, high water 100k)",
+    "ours-unbounded": "rcu-offload high_water(usize::MAX)",
+    "liburcu-percpu": "liburcu call_rcu percpu",
+    "limit-rust": "limit: Rust body alone",
+    "limit-c": "limit: C body alone",
+}
+FLOOD_ORDER = list(FLOOD_LABELS)
+
+
+def flood_table(flood_runs):
+    """The flood table: one row per (variant, run length), medians over runs."""
+    if not any(flood_runs):
+        return
+    limit_key = lambda v: "limit-c" if v in ("liburcu-percpu", "limit-c") else "limit-rust"  # noqa: E731
+    rows = {}
+    for run in flood_runs:
+        # Each run length is a block: its limits, then its floods.
+        limits = {(r.get("block"), r["variant"]): r["rate"]
+                  for r in run if r["variant"].startswith("limit")}
+        per_core = {(r.get("block"), r["variant"]): r.get("rate_per_core")
+                    for r in run if r["variant"].startswith("limit")}
+        block_secs = {}
+        for r in run:
+            if not r["variant"].startswith("limit"):
+                block_secs[r.get("block")] = r["secs"]
+        for r in run:
+            secs = block_secs.get(r.get("block"), r["secs"])
+            row = rows.setdefault((r["variant"], secs), {
+                "rate": [], "ratio": [], "limit": [], "peak": [], "stop": [], "cpu": [],
+                "core_ratio": [],
+                "drain": [], "capped": [], "during": [], "throttled": [], "bypass": []})
+            row["rate"].append(r["rate"])
+            lim = limits.get((r.get("block"), limit_key(r["variant"])))
+            lim_core = per_core.get((r.get("block"), limit_key(r["variant"])))
+            if lim_core and r.get("rate_per_core") and not r["variant"].startswith("limit"):
+                row["core_ratio"].append(r["rate_per_core"] / lim_core)
+            row["cpu"].append(r.get("cpu_cores", math.nan))
+            if lim:
+                row["limit"].append(lim)
+                if not r["variant"].startswith("limit"):
+                    row["ratio"].append(r["rate"] / lim)
+            row["peak"].append(r["peak_rss_kib"] / 1024)
+            if not r["variant"].startswith("limit"):
+                row["stop"].append(r["rss_at_stop_kib"] / 1024)
+                row["drain"].append((r["total_s"] - r["produce_s"]) * 1e3)
+            if r.get("cap_hit_s") is not None:
+                row["capped"].append(r["cap_hit_s"])
+            if "rate_during" in r:
+                row["during"].append(r["rate_during"])
+                row["throttled"].append(r.get("throttled", 0))
+                row["bypass"].append(r.get("bypass_queued", 0) / max(r["done"], 1))
+    n = len(flood_runs)
+    threads = next((r["workers"] for run in flood_runs for r in run), "?")
+    print(f"\ncallbacks/flood (median over {n} runs; each variant in a fresh child process)\n")
+    print(f"2 producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
+          f"as fast as they can; rate = callbacks / (flood + final barrier). limit = the same "
+          f"body run directly by {threads} threads (= rcu-offload's callback workers), nothing "
+          f"else running. rate/limit: per-run ratio, median (target >= 1/1.2 = 0.83). peak RSS = "
+          f"VmHWM of the child (median; max over runs in brackets). RSS at stop: sampled when "
+          f"the producers stopped. drain: the final barrier. capped: the RSS safety cap stopped "
+          f"the producers at that time. CPU cores: the child's CPU time / its run time (2 = both "
+          f"cores; less: its threads slept, or other processes took the CPU; for the limit, "
+          f"the body threads' CPU time in the timed parts). per-core ratio: (rate / CPU cores) "
+          f"/ (limit / its CPU cores), i.e. callbacks per CPU-second relative to the body "
+          f"alone: less sensitive to CPU stolen by other processes, and it charges the "
+          f"producers' CPU (malloc + call) to the flood. The limit rows "
+          f"are measured for min(run, 3) s right before that run length's floods, and each "
+          f"flood's ratio uses the limit of its own block and run.\n")
+    print("| variant | run | rate | limit | rate/limit | CPU cores | per-core ratio "
+          "| peak RSS [max] | RSS at stop | drain | capped | per-run rates |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    order = lambda k: (FLOOD_ORDER.index(k[0]) if k[0] in FLOOD_ORDER else 99, k[1])  # noqa: E731
+    for key in sorted(rows, key=lambda k: (k[1] if not k[0].startswith("limit") else -1, order(k))):
+        v, secs = key
+        row = rows[key]
+        m = lambda xs, f: f(med(xs)) if xs else "—"  # noqa: E731
+        mrate = lambda x: f"{x / 1e6:.2f} M/s"  # noqa: E731
+        capped = (f"{len(row['capped'])}/{len(row['rate'])} runs, at {med(row['capped']):.1f} s"
+                  if row["capped"] else "—")
+        print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {m(row['rate'], mrate)} | "
+              f"{m(row['limit'], mrate)} | "
+              f"{m(row['ratio'], lambda x: f'{x:.2f}') if not v.startswith('limit') else '—'} | "
+              f"{m(row['cpu'], lambda x: f'{x:.2f}')} | "
+              f"{m(row['core_ratio'], lambda x: f'{x:.2f}')} | "
+              f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "
+              f"{m(row['stop'], lambda x: f'{x:.1f} MiB')} | "
+              f"{m(row['drain'], lambda x: f'{x:.0f} ms')} | {capped} | "
+              f"{', '.join(mrate(x) for x in row['rate'])} |")
+    extra = [(k, rows[k]) for k in rows if rows[k]["throttled"]]
+    if extra:
+        print("\nrcu-offload flood counters (median): throttled call()s, share of callbacks "
+              "queued through the bypass, callbacks completed per second while the producers "
+              "ran (before the final barrier)\n")
+        print("| variant | run | throttled | via bypass | rate during flood |")
+        print("|---|---|---|---|---|")
+        for (v, secs), row in sorted(extra, key=lambda kv: (kv[0][1], order(kv[0]))):
+            print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {med(row['throttled']):.0f} | "
+                  f"{100 * med(row['bypass']):.1f}% | {med(row['during']) / 1e6:.2f} M/s |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--bench", action="append", default=[])
+    ap.add_argument("--filter", help="criterion filter (regex), passed after `--`")
+    ap.add_argument("--flood-secs", help="flood run lengths in seconds, e.g. 3,10 "
+                    "(sets RCU_FLOOD_SECS)")
     args = ap.parse_args()
     # Start from an empty criterion directory so that groups not measured in
     # this invocation are not reported from stale earlier runs.
     shutil.rmtree(TARGET / "criterion", ignore_errors=True)
-    runs = []
+    flood_dir = TARGET / "rcu-flood"
+    shutil.rmtree(flood_dir, ignore_errors=True)
+    flood_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if args.flood_secs:
+        env["RCU_FLOOD_SECS"] = args.flood_secs
+    runs, flood_runs = [], []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
         for b in args.bench:
             cmd += ["--bench", b]
+        if args.filter:
+            cmd += ["--", args.filter]
+        flood_file = flood_dir / f"run{i + 1}.jsonl"
+        env["RCU_FLOOD_JSON"] = str(flood_file)
         print(f"run {i + 1}/{args.runs}: {' '.join(cmd)}", file=sys.stderr)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
         runs.append(collect())
+        if flood_file.exists():
+            flood_runs.append([json.loads(line) for line in flood_file.read_text().splitlines()
+                               if line.strip()])
     groups = sorted({g for r in runs for g in r})
     order = lambda e: (e != OURS, e)  # noqa: E731
     for g in groups:
@@ -109,6 +276,13 @@ def main():
 
     # Summary: one row per group, one column per entry: "median (ratio)".
     entries = sorted({e for r in runs for g in r for e in r[g]}, key=order)
+    if groups:
+        summary(runs, groups, entries)
+    bypass_table(runs)
+    flood_table(flood_runs)
+
+
+def summary(runs, groups, entries):
     print(f"\nsummary (median of {len(runs)} runs' medians; ratio to {OURS} in parentheses)\n")
     print("| group | " + " | ".join(entries) + " |")
     print("|---|" + "---|" * len(entries))
@@ -125,6 +299,7 @@ def main():
                 cell += f" ({statistics.median(rs):.2f}x)"
             cells.append(cell)
         print(f"| {g} | " + " | ".join(cells) + " |")
+
 
 if __name__ == "__main__":
     main()

@@ -618,3 +618,180 @@ int shim_memb_call_rcu_latency(uint64_t n, uint64_t interval_ns, uint64_t *laten
 	free(nodes);
 	return 0;
 }
+
+/* ------------------------------------------------------------------ */
+/* Flood: slow callbacks queued as fast as possible                   */
+/*                                                                    */
+/* Producers loop { malloc(64); call_rcu() } until a stop flag is     */
+/* raised (by the coordinator at the deadline, or by the Rust side's  */
+/* memory-cap sampler); each callback spins `steps` steps, then frees */
+/* its object.  Nothing bounds liburcu's queues: while producers      */
+/* outpace the callbacks, memory grows.                               */
+/* ------------------------------------------------------------------ */
+
+/* The spin of a flood callback: `steps` additions, each forced through
+ * memory by an empty asm that takes the accumulator's address with a
+ * memory clobber (what Rust's std::hint::black_box does to an integer). */
+static __attribute__((noinline)) uint64_t shim_spin(uint64_t steps)
+{
+	uint64_t acc = 0, i;
+
+	for (i = 0; i < steps; i++) {
+		acc += i;
+		__asm__ volatile("" : : "r"(&acc) : "memory");
+	}
+	return acc;
+}
+
+static uint64_t shim_flood_steps; /* __atomic accesses; set before a run */
+
+/* The flood callback's body: spin, then free the object. */
+static inline void shim_flood_body(struct shim_obj64 *obj)
+{
+	obj->payload[1] = shim_spin(__atomic_load_n(&shim_flood_steps, __ATOMIC_RELAXED));
+	free(obj);
+}
+
+static void shim_cb_flood(struct rcu_head *head)
+{
+	shim_flood_body(caa_container_of(head, struct shim_obj64, head));
+}
+
+/*
+ * Fills objs[0..n) with malloc(64) objects (for shim_flood_body_loop).
+ * Returns 0, or ENOMEM after freeing what it allocated.
+ */
+int shim_flood_alloc(void **objs, uint64_t n)
+{
+	uint64_t i, j;
+
+	for (i = 0; i < n; i++) {
+		struct shim_obj64 *obj = malloc(sizeof(*obj));
+
+		if (!obj) {
+			for (j = 0; j < i; j++)
+				free(objs[j]);
+			return ENOMEM;
+		}
+		obj->payload[0] = i;
+		objs[i] = obj;
+	}
+	return 0;
+}
+
+/*
+ * Runs the flood callback's body (spin `steps`, free) on each of
+ * objs[0..n), which must come from shim_flood_alloc and are freed.
+ */
+void shim_flood_body_loop(void **objs, uint64_t n, uint64_t steps)
+{
+	uint64_t i;
+
+	__atomic_store_n(&shim_flood_steps, steps, __ATOMIC_RELAXED);
+	for (i = 0; i < n; i++)
+		shim_flood_body(objs[i]);
+}
+
+struct shim_flooder {
+	pthread_t thread;
+	const int *stop;
+	struct shim_gate *gate;
+	uint64_t queued;
+	int err;
+};
+
+static void *shim_flooder_main(void *arg)
+{
+	struct shim_flooder *f = arg;
+	uint64_t n = 0;
+
+	f->err = shim_memb_register_thread(); /* call_rcu needs a registered thread */
+	shim_gate_wait(f->gate);
+	if (f->err == 0) {
+		while (!__atomic_load_n(f->stop, __ATOMIC_RELAXED)) {
+			struct shim_obj64 *obj = malloc(sizeof(*obj));
+
+			if (!obj) {
+				f->err = ENOMEM;
+				break;
+			}
+			obj->payload[0] = n++;
+			urcu_memb_call_rcu(&obj->head, shim_cb_flood);
+		}
+	}
+	f->queued = n;
+	shim_memb_unregister_thread();
+	return NULL;
+}
+
+/*
+ * Flood: `producers` pthreads loop { malloc(64); call_rcu(spin `steps`,
+ * free) } from the start gate until *stop becomes non-zero; the calling
+ * thread raises it `duration_ns` after the gate opened (unless someone else
+ * did first), joins the producers, then calls urcu_memb_barrier().
+ *
+ * *queued: callbacks queued (all have run on return).
+ * *produce_ns: from the gate opening until the producers were joined.
+ * *total_ns: from the gate opening until urcu_memb_barrier() returned.
+ * Returns 0 or an errno value.  The caller must not be inside a read-side
+ * critical section; which call_rcu workers run the callbacks is whatever
+ * shim_memb_call_rcu_set_percpu() last chose.
+ */
+int shim_memb_flood(unsigned producers, uint64_t duration_ns, uint64_t steps, int *stop,
+		    uint64_t *queued, uint64_t *produce_ns, uint64_t *total_ns)
+{
+	struct shim_flooder f[SHIM_MAX_PRODUCERS];
+	struct shim_gate gate;
+	unsigned i, started = 0;
+	uint64_t t0, t1, t2, deadline, n = 0;
+	int err = 0;
+
+	if (producers == 0 || producers > SHIM_MAX_PRODUCERS || !stop || !queued ||
+	    !produce_ns || !total_ns)
+		return EINVAL;
+	pthread_mutex_lock(&shim_call_rcu_mutex);
+	__atomic_store_n(&shim_flood_steps, steps, __ATOMIC_RELAXED);
+	memset(f, 0, sizeof(f));
+	pthread_mutex_init(&gate.mutex, NULL);
+	pthread_cond_init(&gate.cond, NULL);
+	gate.ready = 0;
+	gate.open = 0;
+	for (i = 0; i < producers; i++) {
+		f[i].stop = stop;
+		f[i].gate = &gate;
+		err = pthread_create(&f[i].thread, NULL, shim_flooder_main, &f[i]);
+		if (err != 0)
+			break;
+		started++;
+	}
+	if (err != 0)
+		__atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+	shim_gate_open(&gate, started);
+	t0 = shim_now_ns();
+	deadline = t0 + duration_ns;
+	/* Sleep in slices of at most 1 ms, so a raised stop flag is seen soon. */
+	while (!__atomic_load_n(stop, __ATOMIC_RELAXED)) {
+		uint64_t now = shim_now_ns();
+
+		if (now >= deadline)
+			break;
+		shim_sleep_until(now + (deadline - now < 1000000 ? deadline - now : 1000000));
+	}
+	__atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+	for (i = 0; i < started; i++) {
+		pthread_join(f[i].thread, NULL);
+		n += f[i].queued;
+		if (f[i].err != 0 && err == 0)
+			err = f[i].err;
+	}
+	t1 = shim_now_ns();
+	urcu_memb_barrier();
+	t2 = shim_now_ns();
+	pthread_cond_destroy(&gate.cond);
+	pthread_mutex_destroy(&gate.mutex);
+	pthread_mutex_unlock(&shim_call_rcu_mutex);
+	*queued = n;
+	*produce_ns = t1 - t0;
+	*total_ns = t2 - t0;
+	return err;
+}

@@ -10,6 +10,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod flood;
+
 /// The notice printed by the benchmarks when the liburcu peer is missing.
 pub const LIBURCU_MISSING_NOTICE: &str = "liburcu-dev not found: skipping liburcu peer";
 
@@ -81,7 +83,20 @@ pub mod liburcu {
                 interval_ns: u64,
                 latencies_ns: *mut u64,
             ) -> i32;
+            pub fn shim_flood_alloc(objs: *mut *mut c_void, n: u64) -> i32;
+            pub fn shim_flood_body_loop(objs: *mut *mut c_void, n: u64, steps: u64);
+            pub fn shim_memb_flood(
+                producers: u32,
+                duration_ns: u64,
+                steps: u64,
+                stop: *mut i32,
+                queued: *mut u64,
+                produce_ns: *mut u64,
+                total_ns: *mut u64,
+            ) -> i32;
         }
+
+        pub use std::ffi::c_void;
     }
 
     /// Whether liburcu-memb uses `sys_membarrier` on this machine. If it does
@@ -313,6 +328,103 @@ pub mod liburcu {
             unsafe { ffi::shim_memb_call_rcu_latency(n as u64, interval_ns, out.as_mut_ptr()) };
         if rc == 0 {
             Ok(out.into_iter().map(Duration::from_nanos).collect())
+        } else {
+            Err(ShimError(rc))
+        }
+    }
+
+    /// `malloc(64)` objects of the C flood callback, for running its body
+    /// without liburcu (the "own limit" of the flood benchmark). Dropping
+    /// the value frees the objects it still holds.
+    pub struct CObjs(Vec<*mut ffi::c_void>);
+
+    // SAFETY: the pointers are malloc'd objects owned exclusively by this
+    // value (nobody else holds them), and malloc memory may be freed on any
+    // thread.
+    unsafe impl Send for CObjs {}
+
+    impl CObjs {
+        /// `n` fresh `malloc(64)` objects, allocated by the calling thread.
+        pub fn alloc(n: usize) -> Result<Self, ShimError> {
+            let mut v = vec![std::ptr::null_mut(); n];
+            // SAFETY: `v` has room for exactly `n` pointers, which the shim
+            // fills (or frees again before returning an error).
+            let rc = unsafe { ffi::shim_flood_alloc(v.as_mut_ptr(), n as u64) };
+            if rc == 0 {
+                Ok(Self(v))
+            } else {
+                Err(ShimError(rc))
+            }
+        }
+
+        /// Runs the C flood callback's body (spin `steps` steps, `free()`)
+        /// on every object, on the calling thread.
+        pub fn run_body(mut self, steps: u64) {
+            let mut v = std::mem::take(&mut self.0);
+            // SAFETY: every pointer came from shim_flood_alloc and is owned
+            // by us; the shim frees each exactly once, and `v` (now emptied
+            // of ownership) is not used again except to drop the Vec.
+            unsafe { ffi::shim_flood_body_loop(v.as_mut_ptr(), v.len() as u64, steps) };
+            v.clear();
+        }
+    }
+
+    impl Drop for CObjs {
+        fn drop(&mut self) {
+            // SAFETY: as in `run_body`; zero steps only frees.
+            unsafe { ffi::shim_flood_body_loop(self.0.as_mut_ptr(), self.0.len() as u64, 0) };
+        }
+    }
+
+    /// The result of one [`flood`].
+    #[derive(Debug, Clone, Copy)]
+    pub struct FloodRun {
+        /// Callbacks queued (every one has run when [`flood`] returns).
+        pub queued: u64,
+        /// From the start gate until the producers were joined.
+        pub produce: Duration,
+        /// From the start gate until `urcu_memb_barrier()` returned.
+        pub total: Duration,
+    }
+
+    /// Flood: `producers` pthreads loop `malloc(64)` + `urcu_memb_call_rcu()`
+    /// of a callback that spins `steps` steps and frees the object, from the
+    /// start gate until `stop` is set (by the shim `duration` after the
+    /// gate, or earlier by another thread of the caller's); then
+    /// `urcu_memb_barrier()`. The call_rcu workers are whatever
+    /// [`set_call_rcu_workers`] chose last.
+    pub fn flood(
+        producers: usize,
+        duration: Duration,
+        steps: u64,
+        stop: &std::sync::atomic::AtomicI32,
+    ) -> Result<FloodRun, ShimError> {
+        let producers = u32::try_from(producers).map_err(|_| ShimError(EINVAL))?;
+        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let (mut queued, mut produce, mut total) = (0_u64, 0_u64, 0_u64);
+        // SAFETY: `stop` is an AtomicI32 (same layout as int) that outlives
+        // the call, and the shim accesses it only with __atomic operations;
+        // the out-pointers are valid for writes. The shim owns every object
+        // (freed by its callback, all of which ran before it returns) and
+        // registers its producer threads. The caller is not inside a
+        // read-side critical section (the shim never leaves one open).
+        let rc = unsafe {
+            ffi::shim_memb_flood(
+                producers,
+                duration_ns,
+                steps,
+                stop.as_ptr(),
+                &mut queued,
+                &mut produce,
+                &mut total,
+            )
+        };
+        if rc == 0 {
+            Ok(FloodRun {
+                queued,
+                produce: Duration::from_nanos(produce),
+                total: Duration::from_nanos(total),
+            })
         } else {
             Err(ShimError(rc))
         }
