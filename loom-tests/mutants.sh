@@ -33,6 +33,16 @@ MUTANTS=(
   "shutdown_no_drain|callbacks::shutdown_runs_pending_callbacks|callbacks lost at shutdown"
   "engine_skips_done_request|callbacks::gp_completed_by_synchronize|deadlock"
   "barrier_no_opening_fence|callbacks::concurrent_barriers_share_work|barrier() returned before"
+  "timer_keeps_level|wakeups::seed_timer_cancel_keeps_level|deadlock"
+  "timer_keeps_level|wakeups::seed_timer_cancel_keeps_level_inline_gp|deadlock"
+  "direct_wake_keeps_level|wakeups::kernel_twin_direct_wake_keeps_level|deadlock"
+  "gp_clear_after_scan|wakeups::deferred_wake_races_direct_wake_gp_wakeup_and_timer|deadlock"
+  "lazy_downgrades|wakeups::lazy_never_downgrades_pending_wake|LAZY downgraded"
+  "bypass_no_defer|bypass::bypass_flush_races_enqueue|deadlock"
+  "gp_trylock_fail_no_defer|bypass::bypass_flush_races_enqueue|deadlock"
+  "barrier_skips_bypass|bypass::barrier_entrain_races_bypass_flush|barrier() returned before"
+  "lazy_no_promote|bypass::lazy_promotion|instead of promoting"
+  "throttle_no_fence|bypass::throttle_blocks_until_low_water|deadlock"
 )
 
 cargo build --release --tests --quiet || exit 2

@@ -3,7 +3,9 @@
 #   1. unit, integration and doc tests of the workspace;
 #   2. the loom suite under cargo-nextest, --release, explicit preemption bound;
 #   3. the mutant run: every deliberately broken protocol variant must fail
-#      its model (re-proves the suite's power on every change).
+#      its model (re-proves the suite's power on every change);
+#   4. the shuttle suite: the whole pipeline at a size loom cannot reach,
+#      under random and PCT schedules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +28,7 @@ echo "== loom mutants"
 # Absolute: mutants.sh works from loom-tests/, where a relative path would
 # point at a second, separate loom build.
 CARGO_TARGET_DIR="$PWD/target/loom" loom-tests/mutants.sh
+
+echo "== shuttle suite"
+RUSTFLAGS="--cfg shuttle" CARGO_TARGET_DIR=target/shuttle \
+  cargo test -p rcu-offload-shuttle-tests --release

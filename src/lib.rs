@@ -14,14 +14,18 @@
 //!
 //! | module | mechanism | loom models |
 //! |---|---|---|
-//! | `sync` | the facade: std/parking_lot or loom primitives, the asymmetric fence pair | — |
+//! | `sync` | the facade: std/parking_lot, loom or shuttle primitives, the clock, the asymmetric fence pair | — |
 //! | `membarrier` | `membarrier(2)` detection and the heavy fence | (modelled as `SeqCst` fences) |
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers`, `reader_registers_and_exits_during_gp` |
 //! | `seq` | kernel-style grace-period sequence numbers | unit tests |
 //! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early`, `start_poll_completes` |
 //! | `callback` | type-erased callbacks stored inline in chunked blocks | unit tests |
 //! | `segcblist` | the segmented callback list (DONE / WAIT / NEXT_READY / NEXT) | property tests against an oracle |
-//! | `nocb` | shards, groups, the enqueue path, every wake decision, stats | `enqueue_races_gp_worker_sleep`, `advance_races_gp_completion` |
+//! | `nocb` | shards, groups, the enqueue path, every wake decision, stats | `enqueue_races_gp_worker_sleep`, `advance_races_gp_completion`, wakeups.rs |
+//! | `bypass` | bypass lists, flood detection, lazy-only bypasses | `bypass_flush_races_enqueue`, `barrier_entrain_races_bypass_flush`, `lazy_promotion` |
+//! | `wake` | wake levels and their rules; level > NONE iff the timer is armed | `seed_timer_cancel_keeps_level`, `kernel_twin_direct_wake_keeps_level`, `deferred_wake_races_direct_wake_gp_wakeup_and_timer`, `lazy_never_downgrades_pending_wake` |
+//! | `timer` | the per-domain timer thread and its deadline queue | every model of wakeups.rs and bypass.rs |
+//! | `throttle` | the memory bound (high/low water) | `throttle_blocks_until_low_water` |
 //! | `worker` | the GP-worker and CB-worker loops | `advance_races_gp_completion`, `cb_worker_drains_while_enqueuing` |
 //! | `barrier` | `barrier()`: entrain on every non-empty shard and wait | `barrier_races_enqueue_and_invocation`, `shutdown_runs_pending_callbacks` |
 //! | `cell` | [`RcuCell`], the safe RCU-protected pointer | `rcu_cell_replace_and_read` |

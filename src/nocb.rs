@@ -31,9 +31,18 @@
 //!   models run one shard in one group; several shards and groups, the
 //!   reaper thread and callbacks that queue callbacks during shutdown are
 //!   covered by the real-thread tests in tests/callbacks.rs.
-//! * **Wake state lives on the group.** Only [`Group::wake`] holds it; all
-//!   decisions to wake a GP worker are taken by the functions in this module
-//!   (the deferred-wakeup levels of the next stage join them here).
+//! * **Wake state lives on the group.** Only [`Group::wake`] holds it (the
+//!   GP worker's sleep flag, its awaited grace period, and the wake level
+//!   with the timer, src/wake.rs); all decisions to wake a GP worker, now or
+//!   deferred, are taken by the functions in this module.
+//! * **Floods and deferral.** `call()` takes the shard's bypass lock first;
+//!   in a flood, or for a lazy callback, it appends to the bypass and asks
+//!   for a deferred wake when the bypass becomes non-empty (src/bypass.rs).
+//!   Otherwise it flushes the bypass into the list, enqueues, and, if the
+//!   list went from nothing pending to something pending, wakes the GP
+//!   worker now, or defers the wake (inside a read-side section of the
+//!   domain; or a wake was already issued this tick). Checked by the loom
+//!   models in loom-tests/tests/wakeups.rs and bypass.rs.
 //! * **Shard length.** `Shard::len` counts the callbacks of the shard's list
 //!   plus those a CB worker has taken out but not yet finished invoking. It is
 //!   written only under the list lock and read by `barrier()` without it;

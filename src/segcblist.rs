@@ -53,7 +53,7 @@ pub(crate) struct SegCbList {
 
 impl SegCbList {
     /// Total number of callbacks in the list.
-    #[cfg_attr(not(test), allow(dead_code))] // the bypass flush (next stage) and tests
+    #[cfg_attr(not(test), allow(dead_code))] // tests
     pub(crate) fn len(&self) -> usize {
         self.cbs.len()
     }

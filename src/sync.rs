@@ -383,10 +383,10 @@ pub(crate) use imp::*;
 pub(crate) use std::sync::atomic::Ordering;
 
 // ---------------------------------------------------------------------------
-// Cells, parking and the clock. The read side and grace-period engine do not
-// need them yet; the callback pipeline (segmented lists behind locks, worker
-// parking) and the deferred-wakeup timers will, and they must come from here
-// so that loom sees them.
+// Cells and parking: not used by the protocols today (they use locks and
+// condition variables), kept here, unit-tested, so that any future use goes
+// through the model checkers. The clock (`now_ns`) is per implementation
+// above: real monotonic time, or model time that only timers advance.
 
 /// An `UnsafeCell` with loom's closure-based interface, so that loom can
 /// check every access for data races. (shuttle has no cell model: under

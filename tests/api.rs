@@ -1,6 +1,6 @@
 //! The public API's documented behaviour, one property per test: polled grace
 //! periods, domain independence, the builder, auto traits, the global domain.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

@@ -10,7 +10,7 @@
 //! No assertion here depends on how fast anything happens: lazy timeouts are
 //! an hour where a test relies on lazy callbacks *not* being flushed by their
 //! timeout, and every wait is a liveness bound (`within`, `wait_until`).
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! writers replace and update it, concurrent updates lose nothing, every
 //! retired value (and the cell's last one) is dropped exactly once, and the
 //! cell keeps its domain alive.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Domain lifetime: dropping the last handle stops and joins the engine
 //! thread, dropping one handle leaves clones working, and threads that read
 //! many short-lived domains keep working.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Property tests: random single-threaded sequences of API calls against an
 //! exact model of grace-period counting and cookie completion, and random
 //! builder settings against the documented validation rules.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

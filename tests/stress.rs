@@ -1,7 +1,7 @@
 //! Publish/retire stress with real threads: readers must never see an object
 //! that a writer retired after a grace period, whichever way the writer waits
 //! for it, with and without membarrier-based readers.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Reader threads that come and go: registration at first read, release at
 //! thread exit, and grace periods that are waiting while threads exit.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 

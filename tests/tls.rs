@@ -5,7 +5,7 @@
 //! Thread-local destructors run in reverse order of registration, and a
 //! thread-local is registered on its first use on a thread: one used before
 //! the thread's first `read()` is destroyed *after* the library's.
-#![cfg(not(loom))]
+#![cfg(not(any(loom, shuttle)))]
 
 mod common;
 
