@@ -16,9 +16,13 @@
 //!   writer queues an "old version drained" callback. Callbacks of one thread
 //!   run in order, so when it runs, the retired version queued just before it
 //!   must already be dropped; the callback checks that.
+//! * **`Rcu::call_lazy` for bookkeeping that can wait**: each update also
+//!   queues a lazy "audit" callback, which may wait up to the lazy timeout
+//!   to be batched; the drain callback queued right after it on the same
+//!   thread promotes it, and `barrier()` at the end flushes any left.
 //! * **`stats()`** once a second, and **`barrier()`** at the end: after it,
 //!   every retired version has been dropped (a drop counter equals the number
-//!   of versions replaced).
+//!   of versions replaced) and every audit callback has run.
 //!
 //! Every configuration carries a canary that its destructor overwrites and a
 //! checksum over its routes and flags; readers verify both (and that the
@@ -142,6 +146,7 @@ struct Shared {
     /// "Old version drained" callbacks queued and run.
     drains_queued: AtomicU64,
     drains_run: AtomicU64,
+    audits_run: AtomicU64,
     violations: AtomicU64,
 }
 
@@ -210,6 +215,10 @@ fn writer(shared: &Arc<Shared>) {
             shared.config.update(|old| old.next(version));
         }
         let retired = shared.updates.fetch_add(1, Ordering::Relaxed) + 1;
+        let s = Arc::clone(shared);
+        shared.rcu.call_lazy(move || {
+            s.audits_run.fetch_add(1, Ordering::Relaxed);
+        });
         // Deferred work of our own, queued right behind the retirement of
         // the old version by the same thread: it runs after it, so by then
         // at least `retired` versions have been dropped.
@@ -238,12 +247,17 @@ fn compact(s: &Stats) -> String {
         .map(|x| format!("{}/{}/{}", x.queued, x.invoked, x.pending))
         .collect();
     format!(
-        "shards q/i/p [{}]  barrier cbs {}  gps {}  wakeups gp {} cb {}  panics {}",
+        "shards q/i/p [{}]  barrier cbs {}  bypassed {}  gps {}  wakeups gp {} cb {}  \
+         deferred {} by timer {}  throttled {}  panics {}",
         shards.join(" "),
         s.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(),
+        s.shards.iter().map(|x| x.bypass_queued).sum::<u64>(),
         s.grace_periods,
         s.gp_worker_wakeups,
         s.cb_worker_wakeups(),
+        s.deferred_wakes,
+        s.timer_wakes,
+        s.throttled,
         s.panics
     )
 }
@@ -272,6 +286,7 @@ fn main() {
         updates: AtomicU64::new(0),
         drains_queued: AtomicU64::new(0),
         drains_run: AtomicU64::new(0),
+        audits_run: AtomicU64::new(0),
         violations: AtomicU64::new(0),
     });
 
@@ -328,6 +343,10 @@ fn main() {
     }
     if run != queued {
         failures.push(format!("{run} of {queued} drain callbacks ran"));
+    }
+    let audits = shared.audits_run.load(Ordering::Relaxed);
+    if audits != updates {
+        failures.push(format!("{audits} of {updates} lazy audit callbacks ran"));
     }
     if final_version != updates {
         failures.push(format!("final version {final_version}, expected {updates}"));

@@ -23,11 +23,19 @@
 //!
 //! Concurrent barriers share work as the kernel's do: a caller that finds
 //! that a whole barrier ran after it arrived (`barrier_seq`, an `rcu_seq`)
-//! returns at once. A full fence before reading `barrier_seq` orders the
-//! caller's earlier `call()`s before it, so the barrier that serves it saw
-//! their shard lengths (loom model `concurrent_barriers_share_work`, mutant
-//! `barrier_no_opening_fence`). Callbacks queued by callbacks after the barrier began
-//! are not waited for.
+//! returns at once. The barrier that serves it looks at every shard under
+//! the shard's locks, after storing the sequence's start: a `call()` that
+//! the barrier's look missed took those locks after it, and so reads the
+//! new sequence and is not covered (loom model
+//! `concurrent_barriers_share_work`). A full fence before reading
+//! `barrier_seq` (the kernel's `smp_mb()` in `rcu_barrier`) was needed
+//! while the look read shard lengths without locks (mutant
+//! `barrier_no_opening_fence`, killed then by the same model). Since the
+//! bypass flush made the look take the locks, it is redundant (the mutant
+//! now survives, as an equivalent one); it stays, costing one fence per
+//! barrier, so that a future lock-free look cannot reopen the hole.
+//! Callbacks queued by callbacks after the barrier began are not waited
+//! for.
 
 use std::sync::Arc;
 
@@ -102,11 +110,9 @@ pub(crate) fn signal_ran_barriers() {
 pub(crate) fn barrier(core: &Core) {
     let nocb = &core.nocb;
     let state = &nocb.barrier;
-    // Order the caller's earlier `call()`s (their length stores) before
-    // the barrier-sequence read below, as the kernel's `rcu_barrier` does
-    // with `smp_mb()`: otherwise a concurrent barrier could read a stale zero
-    // length for our callback's shard while we read its sequence number as
-    // covering us, and we would return before our callback ran.
+    // Order the caller's earlier `call()`s before the barrier-sequence read
+    // below, as the kernel's `rcu_barrier` does with `smp_mb()`. Redundant
+    // while the look below takes every shard's locks (module docs).
     if !mutant("barrier_no_opening_fence") {
         fence(Ordering::SeqCst);
     }

@@ -79,11 +79,15 @@ impl Core {
 /// * [`start_poll`](Rcu::start_poll) never waits for a grace period: it hands
 ///   the request to the domain's grace-period engine thread
 ///   (`{prefix}rcu_gp`), started on first use, under a short internal lock.
-/// * [`call`](Rcu::call) and [`retire`](Rcu::retire) never wait: they queue
-///   on the calling thread's shard (one short lock) and may wake the shard's
-///   grace-period worker (`{prefix}rcuog/L`, one per group of shards). The
+/// * [`call`](Rcu::call), [`call_lazy`](Rcu::call_lazy) and
+///   [`retire`](Rcu::retire) never wait for a grace period: they queue on
+///   the calling thread's shard (one short lock) and may wake the shard's
+///   grace-period worker (`{prefix}rcuog/L`, one per group of shards), or
+///   leave that wake to the domain's timer thread (`{prefix}rcu_timer`). The
 ///   callback itself runs on the shard's callback worker (`{prefix}rcuo/N`)
-///   after a grace period that the engine thread runs.
+///   after a grace period that the engine thread runs. Only above the
+///   memory bound ([`Builder::high_water`]) does an ordinary thread's `call`
+///   block, until the callback workers have caught up.
 /// * [`barrier`](Rcu::barrier) blocks the caller until the callback workers
 ///   have run every earlier callback.
 ///
@@ -678,15 +682,30 @@ impl Rcu {
     /// grace period: every read-side section of this domain that began
     /// before this call has ended when `f` starts (kernel: `call_rcu`).
     ///
-    /// Never blocks and never waits for a grace period; may be called inside
-    /// a read-side section and from a callback. Costs one short lock of the
-    /// calling thread's shard; when that shard had nothing waiting for a
-    /// grace period, also a wake of its GP worker (a lock and, if the worker
-    /// sleeps, a futex wake); on a shard's first `call`, the start of its
-    /// worker threads. Closures of up to three words (say a `Box` or an
-    /// `Arc` plus two integers) are stored inline in recycled blocks of 31
-    /// callbacks, so a steady stream of them allocates nothing (a block is
-    /// allocated when none is free); larger closures are boxed.
+    /// Never waits for a grace period; may be called inside a read-side
+    /// section and from a callback. Costs one short lock of the calling
+    /// thread's shard (its bypass lock; outside a flood also its list lock);
+    /// when that shard had nothing waiting for a grace period, also a wake
+    /// of its GP worker (a lock and, if the worker sleeps, a futex wake), or,
+    /// inside a read-side section or when a wake was already issued in this
+    /// tick, a deferred wake performed by the timer thread; on a shard's
+    /// first `call`, the start of its worker threads. In a flood (more than
+    /// [`Builder::nobypass_limit`] calls on the shard in one tick) callbacks
+    /// go to the shard's bypass list and `call` takes only the one lock.
+    /// Closures of up to three words (say a `Box` or an `Arc` plus two
+    /// integers) are stored inline in recycled blocks of 30 callbacks, so a
+    /// steady stream of them allocates nothing (a block is allocated when
+    /// none is free); larger closures are boxed.
+    ///
+    /// # The memory bound
+    ///
+    /// When more than [`Builder::high_water`] callbacks are pending in the
+    /// domain, `call` expedites (flushes every bypass and wakes every GP
+    /// worker) and then, on an ordinary thread, **blocks** until at most
+    /// [`Builder::low_water`] are pending ([`Stats::throttled`]). Inside a
+    /// read-side section of this domain, or inside any callback, it never
+    /// blocks: it queues and returns ([`Stats::throttle_expedited`]). Do not
+    /// call it from an ordinary thread that holds a lock your callbacks take.
     ///
     /// # Which thread runs `f`
     ///

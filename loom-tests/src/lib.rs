@@ -201,6 +201,13 @@ impl Ran {
     }
 }
 
+/// The callback models' domain builder: one shard, throttling off (the
+/// throttle model sets its own marks), to which each model adds its
+/// loom-only hooks.
+pub fn one_shard() -> rcu_offload::Builder {
+    Rcu::builder().shards(1).high_water(usize::MAX)
+}
+
 /// Run shard 0's callbacks on this thread until `ran` reaches `n`.
 pub fn run_until(rcu: &Rcu, ran: &Ran, n: usize) {
     rcu.loom_run_callbacks(0, || ran.count() >= n);

@@ -11,7 +11,7 @@
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, run_until, Bound, Done, Ran};
+use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Ran};
 
 /// (B1) Two flood enqueues go to the bypass (the first defers a BYPASS
 /// wake) while the timer fires and the GP worker scans: the GP worker's
@@ -27,10 +27,8 @@ use rcu_offload_loom_tests::{model, run_until, Bound, Done, Ran};
 #[test]
 fn bypass_flush_races_enqueue() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::builder()
-            .shards(1)
+        let rcu = one_shard()
             .nobypass_limit(0)
-            .high_water(usize::MAX)
             .loom_caller_runs_callbacks()
             .build()
             .unwrap();
@@ -60,12 +58,7 @@ fn bypass_flush_races_enqueue() {
 #[test]
 fn barrier_entrain_races_bypass_flush() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::builder()
-            .shards(1)
-            .high_water(usize::MAX)
-            .loom_inline_grace_periods()
-            .build()
-            .unwrap();
+        let rcu = one_shard().loom_inline_grace_periods().build().unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         rcu.call_lazy(move || {
@@ -92,12 +85,7 @@ fn barrier_entrain_races_bypass_flush() {
 #[test]
 fn lazy_promotion() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::builder()
-            .shards(1)
-            .high_water(usize::MAX)
-            .loom_caller_runs_callbacks()
-            .build()
-            .unwrap();
+        let rcu = one_shard().loom_caller_runs_callbacks().build().unwrap();
         let done = Ran::new();
         let d = done.clone();
         rcu.call_lazy(move || d.one());

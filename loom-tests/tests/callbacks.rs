@@ -13,7 +13,7 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::{Rcu, RcuCell};
-use rcu_offload_loom_tests::{model, run_until, Bound, Done, Objects, Ran, POISON};
+use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Objects, Ran, POISON};
 
 /// One shard, no throttling, and no wake rate-limiting: model time stands
 /// still, so rate-limiting would defer every direct wake after the first to
@@ -21,12 +21,7 @@ use rcu_offload_loom_tests::{model, run_until, Bound, Done, Objects, Ran, POISON
 /// deferral is the same path as a deferral from a read-side section, which
 /// (2) and the models in wakeups.rs run.
 fn domain() -> Rcu {
-    Rcu::builder()
-        .shards(1)
-        .high_water(usize::MAX)
-        .loom_no_wake_rate_limit()
-        .build()
-        .unwrap()
+    one_shard().loom_no_wake_rate_limit().build().unwrap()
 }
 
 /// (1) An enqueue that makes the shard go from nothing pending to something
@@ -55,17 +50,13 @@ fn enqueue_races_gp_worker_sleep() {
 /// timer thread, so the main thread runs the callbacks itself (main, GP
 /// worker, engine, timer: 4 threads). Mutants caught: `await_unlocked` (the
 /// worker checks the grace period before publishing what it awaits: the
-/// completion's notification is lost), `gp_done_no_notify`, and
-/// `advance_early` (DONE reached without the grace period).
+/// completion's notification is lost) and `gp_done_no_notify`. (It no
+/// longer catches `advance_early`: the main thread runs the callbacks only
+/// after its section; `rcu_cell_replace_and_read` catches it.)
 #[test]
 fn advance_races_gp_completion() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::builder()
-            .shards(1)
-            .high_water(usize::MAX)
-            .loom_caller_runs_callbacks()
-            .build()
-            .unwrap();
+        let rcu = one_shard().loom_caller_runs_callbacks().build().unwrap();
         let objs = Arc::new(Objects::new(2));
         let ran = Ran::new();
         let g = rcu.read();
@@ -168,11 +159,14 @@ fn barrier_races_enqueue_and_invocation() {
 
 /// (4b) Two barriers at once: one caller queued a callback first, the
 /// other did not. Whether the first caller runs its own barrier or is served
-/// by the other's, it never returns before its callback ran. Mutant caught:
-/// `barrier_no_opening_fence` (the shared early return without the full
-/// fence that orders the caller's `call()` before its sequence read): loom
-/// finds the store-buffering interleaving in which the other barrier reads
-/// a stale zero length while this caller reads the sequence as covering it.
+/// by the other's, it never returns before its callback ran. Mutant caught
+/// until the bypass flush made `barrier()` look at each shard under its
+/// locks: `barrier_no_opening_fence` (the shared early return without the
+/// full fence that orders the caller's `call()` before its sequence read;
+/// loom found the store-buffering interleaving in which the other barrier
+/// read a stale zero length). With the locks that fence is redundant and the
+/// mutant is an equivalent one; the model still checks the sharing, and
+/// `cb_len_early` / `barrier_skips_bypass` guard the rest of `barrier()`.
 #[test]
 fn concurrent_barriers_share_work() {
     model(Bound::Fixed(2), || {
@@ -238,9 +232,7 @@ impl Drop for Versioned {
 #[test]
 fn rcu_cell_replace_and_read() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::builder()
-            .shards(1)
-            .high_water(usize::MAX)
+        let rcu = one_shard()
             .loom_no_wake_rate_limit()
             .loom_caller_runs_callbacks()
             .build()

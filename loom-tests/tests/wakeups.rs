@@ -22,13 +22,11 @@
 use std::sync::Arc;
 
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, run_until, Bound, Ran};
+use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Ran};
 
 fn domain(nobypass_limit: usize) -> Rcu {
-    Rcu::builder()
-        .shards(1)
+    one_shard()
         .nobypass_limit(nobypass_limit)
-        .high_water(usize::MAX)
         .loom_caller_runs_callbacks()
         .build()
         .unwrap()
@@ -71,10 +69,8 @@ fn seed_timer_cancel_keeps_level() {
 fn seed_timer_cancel_keeps_level_inline_gp() {
     model(Bound::Fixed(3), || {
         seed_scenario(
-            Rcu::builder()
-                .shards(1)
+            one_shard()
                 .nobypass_limit(usize::MAX)
-                .high_water(usize::MAX)
                 .loom_caller_runs_callbacks()
                 .loom_inline_grace_periods()
                 .build()
