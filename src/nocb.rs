@@ -44,17 +44,19 @@
 //!   domain; or a wake was already issued this tick). Checked by the loom
 //!   models in loom-tests/tests/wakeups.rs and bypass.rs.
 //! * **Shard length.** `Shard::len` counts the callbacks of the shard's list
-//!   plus those a CB worker has taken out but not yet finished invoking. It is
-//!   written only under the list lock and read by `barrier()` without it;
-//!   it falls only after the callbacks it counted have returned, with
-//!   `Release`, so a reader that sees it fall also sees their effects; and
-//!   `barrier()` executes a full fence before its first read, so a `call()`
-//!   that happened before the barrier (on any thread) is never read as 0
-//!   while its callback is pending. These are the "fully ordered 0→1 and
-//!   1→0 transitions" of DESIGN.md, obtained with release stores under the
-//!   lock plus the barrier's fence rather than full fences on every update
-//!   (loom models `barrier_races_enqueue_and_invocation` and
-//!   `concurrent_barriers_share_work`).
+//!   plus those a CB worker has taken out but not yet finished invoking;
+//!   `Shard::bypass_len` counts the bypass. The first is written only under
+//!   the list lock, the second only under the bypass lock, and a flush moves
+//!   the count from one to the other under both. `barrier()` reads them
+//!   under both locks, after flushing the bypass, so a `call()` that happened
+//!   before the barrier is never missed; `len` falls only after the
+//!   callbacks it counted have returned, with `Release`, so a reader that
+//!   sees it fall also sees their effects. These are the "fully ordered 0→1
+//!   and 1→0 transitions" of DESIGN.md, obtained from the locks rather than
+//!   full fences on every update (loom models
+//!   `barrier_races_enqueue_and_invocation`, `concurrent_barriers_share_work`
+//!   and `barrier_entrain_races_bypass_flush`). The throttle and `stats()`
+//!   read both without locks, as estimates.
 //!
 //! # Shards
 //!
