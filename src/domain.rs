@@ -725,8 +725,9 @@ impl Rcu {
     ///
     /// # Panics
     ///
-    /// If the shard's workers must be started and the operating system
-    /// refuses to create a thread.
+    /// If the shard's workers, or the domain's timer thread (on the first
+    /// deferred wake), must be started and the operating system refuses to
+    /// create a thread.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
