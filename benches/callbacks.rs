@@ -64,14 +64,25 @@
 //!     callback workers (its default shard count), with nothing else
 //!     running: the best rate any library could sustain with that many
 //!     workers. Measured for the Rust body and for the C body; each flood
-//!     variant's ratio is to the limit of its own body.
+//!     variant's ratio is to the limit of its own body;
+//!   - `inline` ("the slow callbacks' own limit on the same threads and
+//!     cores, producers included"): no RCU at all; the same 2 producer
+//!     threads, for the same duration, each loop { allocate the 64-byte
+//!     node; run the callback body (spin + free) on it }. Unlike the limit,
+//!     its threads also pay for the allocation and, like the flood's
+//!     producers, there are 2 of them on the 2 cores. Rust body only;
+//!     rcu-offload's rows also report rate / inline (liburcu's, with the C
+//!     body, only rate / limit).
 //!
 //!   The unbounded variants are stopped early if RSS exceeds a safety cap
 //!   (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a 10 ms sampler thread checks),
 //!   reported as "capped". Caveats: the machine has 2 cores, so the 2
 //!   producers compete for CPU with the callback workers (and with the
 //!   grace-period threads): the limit, measured with the cores to itself, is
-//!   not fully reachable by any library whose producers run flat out. A
+//!   not fully reachable by any library whose producers run flat out;
+//!   `inline` is the reachable reference (what an offloading library adds
+//!   on top of it: queueing, grace periods, wake-ups, frees of nodes
+//!   another thread allocated). A
 //!   throttled rcu-offload producer sleeps, which gives its core to the
 //!   workers; liburcu's producers never wait. liburcu's per-CPU workers are
 //!   pinned to their CPU, rcu-offload's are not.

@@ -29,8 +29,9 @@ Two more tables when their benches ran:
   and the speed-up the bypass gives (median of per-run ratios).
 * callbacks/flood: read from the JSON lines the flood children write
   (`RCU_FLOOD_JSON`, one file per run): sustained rate, the callbacks' own
-  limit, their ratio (per run, then the median) and peak RSS per variant and
-  run length. `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`).
+  limit, their ratio (per run, then the median), the `inline` reference (the
+  2 producer threads allocating and running the body themselves, no RCU) and
+  rcu-offload's ratio to it, and peak RSS per variant and run length. `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`).
 """
 import argparse
 import json
@@ -128,6 +129,7 @@ def bypass_table(runs):
 
 
 FLOOD_LABELS = {
+    "inline": "inline: Rust body on the 2 producers, no RCU",
     "ours": "rcu-offload (default, high water 100k)",
     "ours-unbounded": "rcu-offload high_water(usize::MAX)",
     "liburcu-percpu": "liburcu call_rcu percpu",
@@ -135,6 +137,12 @@ FLOOD_LABELS = {
     "limit-c": "limit: C body alone",
 }
 FLOOD_ORDER = list(FLOOD_LABELS)
+# Variants whose rate / inline is reported (the inline reference runs the Rust body).
+INLINE_RATIO = ("ours", "ours-unbounded")
+
+
+def is_reference(v):
+    return v.startswith("limit") or v == "inline"
 
 
 def flood_table(flood_runs):
@@ -149,6 +157,7 @@ def flood_table(flood_runs):
                   for r in run if r["variant"].startswith("limit")}
         per_core = {(r.get("block"), r["variant"]): r.get("rate_per_core")
                     for r in run if r["variant"].startswith("limit")}
+        inline = {r.get("block"): r["rate"] for r in run if r["variant"] == "inline"}
         block_secs = {}
         for r in run:
             if not r["variant"].startswith("limit"):
@@ -157,7 +166,7 @@ def flood_table(flood_runs):
             secs = block_secs.get(r.get("block"), r["secs"])
             row = rows.setdefault((r["variant"], secs), {
                 "rate": [], "ratio": [], "limit": [], "peak": [], "stop": [], "cpu": [],
-                "core_ratio": [],
+                "core_ratio": [], "inline": [], "inline_ratio": [],
                 "drain": [], "capped": [], "during": [], "throttled": [], "bypass": []})
             row["rate"].append(r["rate"])
             lim = limits.get((r.get("block"), limit_key(r["variant"])))
@@ -169,8 +178,12 @@ def flood_table(flood_runs):
                 row["limit"].append(lim)
                 if not r["variant"].startswith("limit"):
                     row["ratio"].append(r["rate"] / lim)
+            inl = inline.get(r.get("block"))
+            if inl and r["variant"] in INLINE_RATIO:
+                row["inline"].append(inl)
+                row["inline_ratio"].append(r["rate"] / inl)
             row["peak"].append(r["peak_rss_kib"] / 1024)
-            if not r["variant"].startswith("limit"):
+            if not is_reference(r["variant"]):
                 row["stop"].append(r["rss_at_stop_kib"] / 1024)
                 row["drain"].append((r["total_s"] - r["produce_s"]) * 1e3)
             if r.get("cap_hit_s") is not None:
@@ -185,7 +198,11 @@ def flood_table(flood_runs):
     print(f"2 producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
           f"as fast as they can; rate = callbacks / (flood + final barrier). limit = the same "
           f"body run directly by {threads} threads (= rcu-offload's callback workers), nothing "
-          f"else running. rate/limit: per-run ratio, median (target >= 1/1.2 = 0.83). peak RSS = "
+          f"else running (not reachable when the producers need the same cores). inline = "
+          f"the 2 producer threads, same duration, each allocating the node and running the body "
+          f"itself, no RCU: the reachable reference, producers included (Rust body; so "
+          f"rate/inline for rcu-offload only). rate/limit and rate/inline: per-run ratio, "
+          f"median (target >= 1/1.2 = 0.83). peak RSS = "
           f"VmHWM of the child (median; max over runs in brackets). RSS at stop: sampled when "
           f"the producers stopped. drain: the final barrier. capped: the RSS safety cap stopped "
           f"the producers at that time. CPU cores: the child's CPU time / its run time (2 = both "
@@ -195,10 +212,11 @@ def flood_table(flood_runs):
           f"alone: less sensitive to CPU stolen by other processes, and it charges the "
           f"producers' CPU (malloc + call) to the flood. The limit rows "
           f"are measured for min(run, 3) s right before that run length's floods, and each "
-          f"flood's ratio uses the limit of its own block and run.\n")
-    print("| variant | run | rate | limit | rate/limit | CPU cores | per-core ratio "
-          "| peak RSS [max] | RSS at stop | drain | capped | per-run rates |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          f"flood's ratio uses the limit of its own block and run; the inline row runs for the "
+          f"full run length, right before the floods, likewise paired per block and run.\n")
+    print("| variant | run | rate | limit | rate/limit | inline | rate/inline | CPU cores "
+          "| per-core ratio | peak RSS [max] | RSS at stop | drain | capped | per-run rates |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     order = lambda k: (FLOOD_ORDER.index(k[0]) if k[0] in FLOOD_ORDER else 99, k[1])  # noqa: E731
     for key in sorted(rows, key=lambda k: (k[1] if not k[0].startswith("limit") else -1, order(k))):
         v, secs = key
@@ -210,6 +228,8 @@ def flood_table(flood_runs):
         print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {m(row['rate'], mrate)} | "
               f"{m(row['limit'], mrate)} | "
               f"{m(row['ratio'], lambda x: f'{x:.2f}') if not v.startswith('limit') else '—'} | "
+              f"{m(row['inline'], mrate)} | "
+              f"{m(row['inline_ratio'], lambda x: f'{x:.2f}')} | "
               f"{m(row['cpu'], lambda x: f'{x:.2f}')} | "
               f"{m(row['core_ratio'], lambda x: f'{x:.2f}')} | "
               f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "

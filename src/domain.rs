@@ -687,8 +687,8 @@ impl Rcu {
     /// thread's shard (its bypass lock; outside a flood also its list lock);
     /// when that shard had nothing waiting for a grace period, also a wake
     /// of its GP worker (a lock and, if the worker sleeps, a futex wake), or,
-    /// inside a read-side section or when a wake was already issued in this
-    /// tick, a deferred wake performed by the timer thread; on a shard's
+    /// inside a read-side section or (in a flood) when a wake was already
+    /// issued in this tick, a deferred wake performed by the timer thread; on a shard's
     /// first `call`, the start of its worker threads. In a flood (more than
     /// [`Builder::nobypass_limit`] calls on the shard in one tick) callbacks
     /// go to the shard's bypass list and `call` takes only the one lock.

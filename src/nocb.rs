@@ -41,7 +41,7 @@
 //!   Otherwise it flushes the bypass into the list, enqueues, and, if the
 //!   list went from nothing pending to something pending, wakes the GP
 //!   worker now, or defers the wake (inside a read-side section of the
-//!   domain; or a wake was already issued this tick). Checked by the loom
+//!   domain; or, in a flood, a wake was already issued this tick). Checked by the loom
 //!   models in loom-tests/tests/wakeups.rs and bypass.rs.
 //! * **Shard length.** `Shard::len` counts the callbacks of the shard's list
 //!   plus those a CB worker has taken out but not yet finished invoking;
@@ -462,7 +462,7 @@ impl Nocb {
             (was_all_done, !was_all_done && hint >= Level::Wake as u8)
         };
         if (was_all_done && !mutant("enqueue_no_wake")) || perform {
-            self.wake_or_defer(core, i / self.stride, was_all_done);
+            self.wake_or_defer(core, i / self.stride, was_all_done, flood);
         }
     }
 
@@ -470,9 +470,11 @@ impl Nocb {
     /// something pending (`owed`), or a deferred WAKE is pending: wake the
     /// GP worker now if we may, else defer the wake (module wake.rs).
     /// We may not inside a read-side section of the domain (no system calls
-    /// there), nor twice in one tick (flood rate-limiting).
+    /// there), nor, while the shard is in a flood, twice in one tick (flood
+    /// rate-limiting; outside a flood every owed wake is immediate, which is
+    /// what keeps a lone callback's latency near one grace period).
     #[cold]
-    fn wake_or_defer(&self, core: &Arc<Core>, g: usize, owed: bool) {
+    fn wake_or_defer(&self, core: &Arc<Core>, g: usize, owed: bool, flood: bool) {
         let group = &self.groups[g];
         let reading = core.reader.current_nesting() != 0;
         let now = now_ns();
@@ -481,7 +483,7 @@ impl Nocb {
         if !owed && w.level() < Level::Wake {
             return; // someone performed it meanwhile
         }
-        if reading || (self.cfg.wake_rate_limit && w.last_direct_wake == tick) {
+        if reading || (flood && self.cfg.wake_rate_limit && w.last_direct_wake == tick) {
             if owed {
                 self.defer_locked(core, g, &mut w, Level::Wake, now);
             }

@@ -4,8 +4,9 @@
 //! with the raise rules of `wake_nocb_gp_defer` (rewritten, not copied).
 //!
 //! Waking a thread is a system call. An enqueue may choose not to wake the
-//! group's GP worker itself: the caller is inside a read-side section, or a
-//! wake was already issued in the current tick (flood rate-limiting), or the
+//! group's GP worker itself: the caller is inside a read-side section, or
+//! the shard is in a flood and a wake was already issued in the current tick
+//! (flood rate-limiting), or the
 //! callback went to a bypass list that only needs flushing a tick from now.
 //! It then raises the group's **level** and arms the group's **timer**, and
 //! the timer service ([`crate::timer`]) performs the wake when the timer

@@ -15,8 +15,9 @@
 //! * `RCU_FLOOD=0`: skip the flood entirely.
 //! * `RCU_FLOOD_SECS`: comma-separated run lengths in seconds (default
 //!   `3,10`). Each length is a block: the two "limit" variants (for
-//!   min(length, 3) s), then every flood variant for that length; a flood's
-//!   ratio uses its own block's limit, measured a minute earlier at most.
+//!   min(length, 3) s), the `inline` reference (for the full length), then
+//!   every flood variant for that length; a flood's ratios use its own
+//!   block's limit and inline rate, measured a minute earlier at most.
 //! * `RCU_FLOOD_RSS_CAP_MIB` (default 2048): a safety cap for the unbounded
 //!   variants. A sampler thread reads `VmRSS` every 10 ms; above the cap it
 //!   stops the producers early (the run then drains and reports `capped`).
@@ -98,15 +99,19 @@ pub enum Variant {
     LimitRust,
     /// The C callback body, same harness.
     LimitC,
+    /// No RCU: the [`PRODUCERS`] producer threads, for the flood's duration,
+    /// each allocate a node and run the Rust callback body on it inline.
+    Inline,
 }
 
 impl Variant {
-    const ALL: [Variant; 5] = [
+    const ALL: [Variant; 6] = [
         Variant::Ours,
         Variant::OursUnbounded,
         Variant::LiburcuPercpu,
         Variant::LimitRust,
         Variant::LimitC,
+        Variant::Inline,
     ];
 
     /// The short name used on the command line and in the JSON.
@@ -117,6 +122,7 @@ impl Variant {
             Variant::LiburcuPercpu => "liburcu-percpu",
             Variant::LimitRust => "limit-rust",
             Variant::LimitC => "limit-c",
+            Variant::Inline => "inline",
         }
     }
 
@@ -128,6 +134,7 @@ impl Variant {
             Variant::LiburcuPercpu => "liburcu call_rcu percpu",
             Variant::LimitRust => "limit: Rust body",
             Variant::LimitC => "limit: C body",
+            Variant::Inline => "inline: Rust body on the producers",
         }
     }
 
@@ -137,6 +144,17 @@ impl Variant {
 
     fn is_limit(self) -> bool {
         matches!(self, Variant::LimitRust | Variant::LimitC)
+    }
+
+    /// A reference (a limit or `inline`), not a flood through a library.
+    fn is_reference(self) -> bool {
+        self.is_limit() || self == Variant::Inline
+    }
+
+    /// Whether the `inline` reference uses this variant's callback body
+    /// (the Rust one), so that its rate / inline ratio is meaningful.
+    fn has_inline_ratio(self) -> bool {
+        matches!(self, Variant::Ours | Variant::OursUnbounded)
     }
 }
 
@@ -320,6 +338,48 @@ fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
     })
 }
 
+/// The `inline` reference: [`PRODUCERS`] threads, started and stopped like
+/// a flood's producers, each loop { allocate a node; run the callback body
+/// on it } with no RCU at all. The rate the slow callbacks allow on the
+/// same threads and cores, producers included.
+fn inline(secs: f64, stop: &AtomicI32) -> Outcome {
+    let gate = Barrier::new(PRODUCERS + 1);
+    thread::scope(|s| {
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|_| {
+                s.spawn(|| {
+                    gate.wait();
+                    let mut n = 0_u64;
+                    while stop.load(Relaxed) == 0 {
+                        // black_box: the node must really be allocated
+                        // and freed (LLVM may elide a heap allocation that
+                        // never escapes).
+                        body(black_box(Box::new([n; 8])));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        gate.wait();
+        let t0 = Instant::now();
+        sleep_until(t0 + Duration::from_secs_f64(secs), stop);
+        stop.store(1, Relaxed);
+        let done = workers
+            .into_iter()
+            .map(|w| w.join().expect("inline thread panicked"))
+            .sum();
+        let total = t0.elapsed();
+        Outcome {
+            done,
+            produce: total,
+            total,
+            threads: PRODUCERS,
+            ..Outcome::default()
+        }
+    })
+}
+
 /// Sleeps until `deadline` in slices of at most 1 ms, returning early once
 /// `stop` is raised.
 fn sleep_until(deadline: Instant, stop: &AtomicI32) {
@@ -439,6 +499,7 @@ fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
                     .expect("valid configuration");
                 flood_ours(&rcu, secs, &stop)
             }
+            Variant::Inline => inline(secs, &stop),
             Variant::LimitRust => limit(
                 workers,
                 secs,
@@ -685,6 +746,7 @@ pub fn run_from_bench(liburcu: bool) {
         if liburcu {
             plan.push((Variant::LimitC, limit_secs));
         }
+        plan.push((Variant::Inline, secs));
         plan.push((Variant::Ours, secs));
         plan.push((Variant::OursUnbounded, secs));
         if liburcu {
@@ -720,16 +782,21 @@ pub fn run_from_bench(liburcu: bool) {
             .find(|(b, r)| *b == block && get(r, "variant") == key)
             .and_then(|(_, r)| get(r, "rate").parse::<f64>().ok())
     };
+    let ratio_to = |rate: Option<f64>, of: Option<f64>, applies: bool| match (rate, of) {
+        (Some(a), Some(b)) if b > 0.0 && applies => format!("{:.2}", a / b),
+        _ => "—".into(),
+    };
     println!(
         "\ncallbacks/flood: {PRODUCERS} producers, callbacks spin {SPIN_STEPS} steps and free \
          64 B; rate = callbacks / (flood + final barrier); limit = the body alone on the \
-         callback workers' thread count; RSS cap {cap_mib} MiB\n"
+         callback workers' thread count; inline = the {PRODUCERS} producer threads allocating \
+         and running the body themselves, no RCU; RSS cap {cap_mib} MiB\n"
     );
     println!(
-        "| variant | run | rate | limit | rate/limit | CPU cores | per-core ratio | peak RSS \
-         | RSS at stop | drain | capped at |"
+        "| variant | run | rate | limit | rate/limit | inline | rate/inline | CPU cores \
+         | per-core ratio | peak RSS | RSS at stop | drain | capped at |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let limit_per_core = |block: usize, key: &str| {
         results
             .iter()
@@ -751,28 +818,29 @@ pub fn run_from_bench(liburcu: bool) {
             _ => "—".into(),
         };
         let rt: Option<f64> = get(r, "rate").parse().ok();
-        let ratio = match (rt, lim) {
-            (Some(a), Some(b)) if b > 0.0 && !v.is_limit() => format!("{:.2}", a / b),
-            _ => "—".into(),
-        };
+        let ratio = ratio_to(rt, lim, !v.is_limit());
+        let inl = limit_of(*block, Variant::Inline.key()).filter(|_| v.has_inline_ratio());
+        let inline_ratio = ratio_to(rt, inl, true);
         let drain = match (
             get(r, "total_s").parse::<f64>(),
             get(r, "produce_s").parse::<f64>(),
         ) {
-            (Ok(t), Ok(p)) if !v.is_limit() => format!("{:.0} ms", (t - p) * 1e3),
+            (Ok(t), Ok(p)) if !v.is_reference() => format!("{:.0} ms", (t - p) * 1e3),
             _ => "—".into(),
         };
         println!(
-            "| {} | {} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.label(),
             get(r, "secs"),
             rate(&get(r, "rate")),
             lim.map_or("—".into(), |l| rate(&l.to_string())),
             ratio,
+            inl.map_or("—".into(), |l| rate(&l.to_string())),
+            inline_ratio,
             get(r, "cpu_cores"),
             per_core,
             mib(&get(r, "peak_rss_kib")),
-            if v.is_limit() {
+            if v.is_reference() {
                 "—".into()
             } else {
                 mib(&get(r, "rss_at_stop_kib"))
