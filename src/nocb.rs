@@ -539,17 +539,17 @@ impl Nocb {
     pub(crate) fn timer_fired(&self, g: usize, deadline: u64) {
         let group = &self.groups[g];
         let mut w = group.wake.lock();
-        let Some(level) = w.fire(deadline) else {
+        // Whatever the level, performing it is waking the GP worker: FORCE's
+        // flush is the GP worker's (`flush_all`), done in the scan this wake
+        // starts.
+        if w.fire(deadline).is_none() {
             return;
-        };
+        }
         group.publish(&w);
         if w.sleep {
             w.sleep = false;
             group.cv.notify_one();
         }
-        // FORCE's flush is the GP worker's (`flush_all`), done in the scan
-        // this wake starts.
-        let _ = level;
     }
 
     /// Flush every bypass list of `group` into its segmented list, then the
