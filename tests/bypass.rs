@@ -1002,6 +1002,13 @@ fn dropping_the_last_handle_runs_bypass_and_lazy_callbacks() {
         }
         let s = rcu.stats();
         assert_eq!(s.pending(), LAZY as u64, "{s:?}");
+        // The deferred wakes started the timer thread. A new thread names
+        // itself once it first runs, and until then shows its creator's
+        // name, so wait for the name instead of reading it once (CI saw a
+        // just-spawned timer thread still named after the test).
+        common::wait_until("the bd-rcu_timer thread to be named", || {
+            common::count_threads_with_prefix("bd-rcu_timer") >= 1
+        });
         assert_eq!(
             common::count_threads_with_prefix("bd-rcu_timer"),
             1,
