@@ -55,6 +55,9 @@
 //!     low water 50k, 2 shards here);
 //!   - `rcu-offload high_water=MAX`: throttling off, to show what the bound
 //!     buys;
+//!   - `rcu-offload high_water=16384`: a lower bound (low water 8,192), the
+//!     tuning the README suggests for sustained floods: the backlog stays in
+//!     cache;
 //!   - `liburcu call_rcu percpu`: `urcu_memb_call_rcu` with per-CPU workers
 //!     (`create_all_cpu_call_rcu_data`); the producer loops run in C.
 //!     liburcu has no bound, so its RSS grows with the run length;

@@ -132,13 +132,14 @@ FLOOD_LABELS = {
     "inline": "inline: Rust body on the 2 producers, no RCU",
     "ours": "rcu-offload (default, high water 100k)",
     "ours-unbounded": "rcu-offload high_water(usize::MAX)",
+    "ours-hw16k": "rcu-offload high_water(16_384)",
     "liburcu-percpu": "liburcu call_rcu percpu",
     "limit-rust": "limit: Rust body alone",
     "limit-c": "limit: C body alone",
 }
 FLOOD_ORDER = list(FLOOD_LABELS)
 # Variants whose rate / inline is reported (the inline reference runs the Rust body).
-INLINE_RATIO = ("ours", "ours-unbounded")
+INLINE_RATIO = ("ours", "ours-unbounded", "ours-hw16k")
 
 
 def is_reference(v):

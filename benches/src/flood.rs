@@ -62,6 +62,13 @@ const RESULT_PREFIX: &str = "RCU_FLOOD_RESULT ";
 /// The object each flood callback frees (64 bytes, `malloc(64)` in C).
 pub type Obj64 = [u64; 8];
 
+/// The `ours-hw16k` variant's high-water mark (low water: half of it).
+/// With the default (100,000) the flood's steady-state backlog (up to about
+/// 11 MB of nodes and queue slots here) no longer fits in cache, and both the
+/// callbacks' frees and the producers' reuse of those nodes miss; this one
+/// keeps it under about 2 MB.
+pub const TUNED_HIGH_WATER: usize = 16_384;
+
 /// Objects per thread per round of the "limit" measurement.
 const LIMIT_CHUNK: usize = 16_384;
 
@@ -92,6 +99,9 @@ pub enum Variant {
     Ours,
     /// rcu-offload with throttling off (`high_water(usize::MAX)`).
     OursUnbounded,
+    /// rcu-offload with a lower memory bound ([`TUNED_HIGH_WATER`]), as a
+    /// user tuning for sustained floods would set it.
+    OursTuned,
     /// liburcu `call_rcu` with per-CPU workers.
     LiburcuPercpu,
     /// The Rust callback body run directly by as many threads as
@@ -105,9 +115,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    const ALL: [Variant; 6] = [
+    const ALL: [Variant; 7] = [
         Variant::Ours,
         Variant::OursUnbounded,
+        Variant::OursTuned,
         Variant::LiburcuPercpu,
         Variant::LimitRust,
         Variant::LimitC,
@@ -119,6 +130,7 @@ impl Variant {
         match self {
             Variant::Ours => "ours",
             Variant::OursUnbounded => "ours-unbounded",
+            Variant::OursTuned => "ours-hw16k",
             Variant::LiburcuPercpu => "liburcu-percpu",
             Variant::LimitRust => "limit-rust",
             Variant::LimitC => "limit-c",
@@ -131,6 +143,7 @@ impl Variant {
         match self {
             Variant::Ours => "rcu-offload",
             Variant::OursUnbounded => "rcu-offload high_water=MAX",
+            Variant::OursTuned => "rcu-offload high_water=16384",
             Variant::LiburcuPercpu => "liburcu call_rcu percpu",
             Variant::LimitRust => "limit: Rust body",
             Variant::LimitC => "limit: C body",
@@ -154,7 +167,10 @@ impl Variant {
     /// Whether the `inline` reference uses this variant's callback body
     /// (the Rust one), so that its rate / inline ratio is meaningful.
     fn has_inline_ratio(self) -> bool {
-        matches!(self, Variant::Ours | Variant::OursUnbounded)
+        matches!(
+            self,
+            Variant::Ours | Variant::OursUnbounded | Variant::OursTuned
+        )
     }
 }
 
@@ -394,9 +410,12 @@ fn sleep_until(deadline: Instant, stop: &AtomicI32) {
 
 /// The "own limit": `threads` threads run the callback body on objects the
 /// calling thread allocated (as producers allocate them in a flood), in
-/// rounds of [`LIMIT_CHUNK`] objects each, until the timed part (from the
-/// round's start barrier until every thread finished its chunk) adds up to
-/// `secs`. Allocation happens between rounds, untimed.
+/// rounds of [`LIMIT_CHUNK`] objects each, until the timed part adds up to
+/// `secs`. A round's time is the longest any thread took over its chunk,
+/// each thread timing itself (the coordinator's clock, read after the start
+/// barrier, started late: the threads' CPU time came to about 2.8 cores on a
+/// 2-core machine, and the limit read about 1.4x too high). Allocation
+/// happens between rounds, untimed.
 fn limit<T: Send>(
     threads: usize,
     secs: f64,
@@ -408,20 +427,27 @@ fn limit<T: Send>(
     let end = Barrier::new(threads + 1);
     let quit = AtomicBool::new(false);
     let cpu_ns = AtomicU64::new(0);
+    // The longest wall time any thread spent on this round's chunk: each
+    // thread times itself, so a thread that starts before the coordinator
+    // reads its clock (after the start barrier) is not under-timed.
+    let round_ns = AtomicU64::new(0);
     let (mut timed, mut done) = (Duration::ZERO, 0_u64);
     thread::scope(|s| {
         for slot in &slots {
-            let (start, end, quit, run, cpu_ns) = (&start, &end, &quit, &run, &cpu_ns);
+            let (start, end, quit, run, cpu_ns, round_ns) =
+                (&start, &end, &quit, &run, &cpu_ns, &round_ns);
             s.spawn(move || loop {
                 start.wait();
                 if quit.load(Relaxed) {
                     break;
                 }
                 let chunk = slot.lock().expect("slot").take().expect("a chunk");
-                let c0 = thread_cpu_time();
+                let (c0, w0) = (thread_cpu_time(), Instant::now());
                 run(chunk);
+                let wall = w0.elapsed();
                 let spent = thread_cpu_time().saturating_sub(c0);
                 cpu_ns.fetch_add(spent.as_nanos() as u64, Relaxed);
+                round_ns.fetch_max(wall.as_nanos() as u64, Relaxed);
                 end.wait();
             });
         }
@@ -429,10 +455,10 @@ fn limit<T: Send>(
             for slot in &slots {
                 *slot.lock().expect("slot") = Some(alloc(LIMIT_CHUNK));
             }
+            round_ns.store(0, Relaxed);
             start.wait();
-            let t0 = Instant::now();
             end.wait();
-            timed += t0.elapsed();
+            timed += Duration::from_nanos(round_ns.load(Relaxed));
             done += (threads * LIMIT_CHUNK) as u64;
         }
         quit.store(true, Relaxed);
@@ -495,6 +521,13 @@ fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
             Variant::OursUnbounded => {
                 let rcu = Rcu::builder()
                     .high_water(usize::MAX)
+                    .build()
+                    .expect("valid configuration");
+                flood_ours(&rcu, secs, &stop)
+            }
+            Variant::OursTuned => {
+                let rcu = Rcu::builder()
+                    .high_water(TUNED_HIGH_WATER)
                     .build()
                     .expect("valid configuration");
                 flood_ours(&rcu, secs, &stop)
@@ -749,6 +782,7 @@ pub fn run_from_bench(liburcu: bool) {
         plan.push((Variant::Inline, secs));
         plan.push((Variant::Ours, secs));
         plan.push((Variant::OursUnbounded, secs));
+        plan.push((Variant::OursTuned, secs));
         if liburcu {
             plan.push((Variant::LiburcuPercpu, secs));
         }
