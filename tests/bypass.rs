@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{recv, wait_until, within, Failures, IdSet, LIVENESS_BOUND};
+use common::{join_all, recv, spawn_n, wait_until, within, Failures, IdSet, LIVENESS_BOUND};
 use rcu_offload::{Rcu, Stats};
 
 /// A lazy timeout no test outlives: lazy callbacks that run were flushed by
@@ -27,26 +27,6 @@ use rcu_offload::{Rcu, Stats};
 const HOUR: Duration = Duration::from_secs(3600);
 
 // --- Helpers ---------------------------------------------------------------------
-
-/// Spawns `n` threads running `f(i)` and returns their handles.
-fn spawn_n<F>(n: usize, f: F) -> Vec<thread::JoinHandle<()>>
-where
-    F: Fn(usize) + Send + Sync + 'static,
-{
-    let f = Arc::new(f);
-    (0..n)
-        .map(|i| {
-            let f = Arc::clone(&f);
-            thread::spawn(move || f(i))
-        })
-        .collect()
-}
-
-fn join_all<T>(ts: Vec<thread::JoinHandle<T>>) -> Vec<T> {
-    ts.into_iter()
-        .map(|t| t.join().expect("test thread panicked"))
-        .collect()
-}
 
 fn barrier_callbacks(s: &Stats) -> u64 {
     s.shards.iter().map(|x| x.barrier_callbacks).sum()

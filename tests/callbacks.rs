@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
-use common::{check_raw, recv, wait_until, within, Failures, IdSet, Obj, Published, SendPtr};
+use common::{
+    check_raw, join_all, recv, spawn_n, wait_until, within, Failures, IdSet, Obj, Published,
+    SendPtr,
+};
 use rcu_offload::{Rcu, RcuCell};
 
 /// One domain configuration under test.
@@ -57,26 +60,6 @@ const CONFIGS: [Config; 5] = [
     Config::new(3, Some(2), Some(1)),
     Config::new(4, Some(2), None),
 ];
-
-/// Spawns `n` threads running `f(i)` and returns their handles.
-fn spawn_n<F>(n: usize, f: F) -> Vec<thread::JoinHandle<()>>
-where
-    F: Fn(usize) + Send + Sync + 'static,
-{
-    let f = Arc::new(f);
-    (0..n)
-        .map(|i| {
-            let f = Arc::clone(&f);
-            thread::spawn(move || f(i))
-        })
-        .collect()
-}
-
-fn join_all(ts: Vec<thread::JoinHandle<()>>) {
-    for t in ts {
-        t.join().expect("test thread panicked");
-    }
-}
 
 // --- Exactly once, after a grace period ---------------------------------------
 

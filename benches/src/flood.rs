@@ -295,6 +295,69 @@ struct Outcome {
 }
 
 fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
+    let (done, t0) = produce_for(secs, stop, |n| {
+        let obj = Box::new([n; 8]);
+        rcu.call(move || body(obj));
+    });
+    let produce = t0.elapsed();
+    let invoked_at_stop = rcu.stats().invoked();
+    rcu.barrier();
+    let total = t0.elapsed();
+    let st = rcu.stats();
+    let shards = &st.shards;
+    Outcome {
+        done,
+        produce,
+        total,
+        threads: PRODUCERS,
+        cpu: None,
+        invoked_at_stop: Some(invoked_at_stop),
+        stats: vec![
+            ("invoked", st.invoked()),
+            ("throttled", st.throttled),
+            ("grace_periods", st.grace_periods),
+            ("gp_worker_wakeups", st.gp_worker_wakeups),
+            (
+                "cb_worker_wakeups",
+                shards.iter().map(|s| s.cb_worker_wakeups).sum(),
+            ),
+            (
+                "bypass_queued",
+                shards.iter().map(|s| s.bypass_queued).sum(),
+            ),
+            (
+                "bypass_flushes",
+                shards.iter().map(|s| s.bypass_flushes).sum(),
+            ),
+        ],
+    }
+}
+
+/// The `inline` reference: [`PRODUCERS`] threads, started and stopped like
+/// a flood's producers, each loop { allocate a node; run the callback body
+/// on it } with no RCU at all. The rate the slow callbacks allow on the
+/// same threads and cores, producers included.
+fn inline(secs: f64, stop: &AtomicI32) -> Outcome {
+    let (done, t0) = produce_for(secs, stop, |n| {
+        // black_box: the node must really be allocated and freed (LLVM may
+        // elide a heap allocation that never escapes).
+        body(black_box(Box::new([n; 8])));
+    });
+    let total = t0.elapsed();
+    Outcome {
+        done,
+        produce: total,
+        total,
+        threads: PRODUCERS,
+        ..Outcome::default()
+    }
+}
+
+/// Runs [`PRODUCERS`] threads that, from a common start until `stop` is
+/// raised (by the caller's clock after `secs`, or by the RSS sampler), call
+/// `item(n)` for n = 0, 1, 2, ...; returns how many items they did in all
+/// and when the clock started. The threads are joined when it returns.
+fn produce_for(secs: f64, stop: &AtomicI32, item: impl Fn(u64) + Sync) -> (u64, Instant) {
     let gate = Barrier::new(PRODUCERS + 1);
     thread::scope(|s| {
         let producers: Vec<_> = (0..PRODUCERS)
@@ -303,8 +366,7 @@ fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
                     gate.wait();
                     let mut n = 0_u64;
                     while stop.load(Relaxed) == 0 {
-                        let obj = Box::new([n; 8]);
-                        rcu.call(move || body(obj));
+                        item(n);
                         n += 1;
                     }
                     n
@@ -319,80 +381,7 @@ fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
             .into_iter()
             .map(|p| p.join().expect("flood producer panicked"))
             .sum();
-        let produce = t0.elapsed();
-        let invoked_at_stop = rcu.stats().invoked();
-        rcu.barrier();
-        let total = t0.elapsed();
-        let st = rcu.stats();
-        let shards = &st.shards;
-        Outcome {
-            done,
-            produce,
-            total,
-            threads: PRODUCERS,
-            cpu: None,
-            invoked_at_stop: Some(invoked_at_stop),
-            stats: vec![
-                ("invoked", st.invoked()),
-                ("throttled", st.throttled),
-                ("grace_periods", st.grace_periods),
-                ("gp_worker_wakeups", st.gp_worker_wakeups),
-                (
-                    "cb_worker_wakeups",
-                    shards.iter().map(|s| s.cb_worker_wakeups).sum(),
-                ),
-                (
-                    "bypass_queued",
-                    shards.iter().map(|s| s.bypass_queued).sum(),
-                ),
-                (
-                    "bypass_flushes",
-                    shards.iter().map(|s| s.bypass_flushes).sum(),
-                ),
-            ],
-        }
-    })
-}
-
-/// The `inline` reference: [`PRODUCERS`] threads, started and stopped like
-/// a flood's producers, each loop { allocate a node; run the callback body
-/// on it } with no RCU at all. The rate the slow callbacks allow on the
-/// same threads and cores, producers included.
-fn inline(secs: f64, stop: &AtomicI32) -> Outcome {
-    let gate = Barrier::new(PRODUCERS + 1);
-    thread::scope(|s| {
-        let workers: Vec<_> = (0..PRODUCERS)
-            .map(|_| {
-                s.spawn(|| {
-                    gate.wait();
-                    let mut n = 0_u64;
-                    while stop.load(Relaxed) == 0 {
-                        // black_box: the node must really be allocated
-                        // and freed (LLVM may elide a heap allocation that
-                        // never escapes).
-                        body(black_box(Box::new([n; 8])));
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        gate.wait();
-        let t0 = Instant::now();
-        sleep_until(t0 + Duration::from_secs_f64(secs), stop);
-        stop.store(1, Relaxed);
-        let done = workers
-            .into_iter()
-            .map(|w| w.join().expect("inline thread panicked"))
-            .sum();
-        let total = t0.elapsed();
-        Outcome {
-            done,
-            produce: total,
-            total,
-            threads: PRODUCERS,
-            ..Outcome::default()
-        }
+        (done, t0)
     })
 }
 

@@ -48,6 +48,28 @@ where
     }
 }
 
+/// Spawns `n` threads running `f(i)` and returns their handles.
+pub fn spawn_n<F>(n: usize, f: F) -> Vec<thread::JoinHandle<()>>
+where
+    F: Fn(usize) + Send + Sync + 'static,
+{
+    let f = std::sync::Arc::new(f);
+    (0..n)
+        .map(|i| {
+            let f = std::sync::Arc::clone(&f);
+            thread::spawn(move || f(i))
+        })
+        .collect()
+}
+
+/// Joins every handle, failing the test if a thread panicked; returns the
+/// threads' results in order.
+pub fn join_all<T>(ts: Vec<thread::JoinHandle<T>>) -> Vec<T> {
+    ts.into_iter()
+        .map(|t| t.join().expect("test thread panicked"))
+        .collect()
+}
+
 /// Yields until `cond()` holds, failing the test if it still does not after
 /// [`LIVENESS_BOUND`].
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
