@@ -216,8 +216,6 @@ struct Workers {
 pub(crate) struct Nocb {
     pub(crate) shards: Box<[CachePadded<Shard>]>,
     pub(crate) groups: Box<[Group]>,
-    pub(crate) stride: usize,
-    pub(crate) batch_limit: usize,
     pub(crate) cfg: Config,
     pub(crate) timer: TimerService,
     pub(crate) throttle: Throttle,
@@ -339,12 +337,7 @@ pub(crate) fn default_stride(n: usize) -> usize {
 
 impl Nocb {
     pub(crate) fn new(cfg: Config) -> Nocb {
-        let Config {
-            shards,
-            stride,
-            batch_limit,
-            ..
-        } = cfg;
+        let Config { shards, stride, .. } = cfg;
         let groups: Box<[Group]> = (0..shards)
             .step_by(stride)
             .map(|leader| Group {
@@ -387,8 +380,6 @@ impl Nocb {
                 handles: Vec::new(),
             }),
             groups,
-            stride,
-            batch_limit,
             any_started: AtomicBool::new(false),
             panics: AtomicU64::new(0),
             panic_reported: AtomicBool::new(false),
@@ -398,7 +389,7 @@ impl Nocb {
 
     /// The group serving shard `i`.
     pub(crate) fn group_of(&self, i: usize) -> &Group {
-        &self.groups[i / self.stride]
+        &self.groups[i / self.cfg.stride]
     }
 
     /// Queue `slot` on the calling thread's shard (kernel: `call_rcu` on an
@@ -442,7 +433,7 @@ impl Nocb {
                 if was_empty && !mutant("bypass_no_defer") {
                     // No stranded bypass: make sure a flush will come.
                     let level = if lazy { Level::Lazy } else { Level::Bypass };
-                    self.defer_wake(core, i / self.stride, level, now);
+                    self.defer_wake(core, i / self.cfg.stride, level, now);
                 }
                 return;
             }
@@ -456,13 +447,13 @@ impl Nocb {
             l.cbs.enqueue(slot);
             l.queued += 1;
             shard.len_add(&l, 1);
-            let hint = self.groups[i / self.stride]
+            let hint = self.groups[i / self.cfg.stride]
                 .level_hint
                 .load(Ordering::Relaxed);
             (was_all_done, !was_all_done && hint >= Level::Wake as u8)
         };
         if (was_all_done && !mutant("enqueue_no_wake")) || perform {
-            self.wake_or_defer(core, i / self.stride, was_all_done, flood);
+            self.wake_or_defer(core, i / self.cfg.stride, was_all_done, flood);
         }
     }
 
@@ -672,7 +663,7 @@ impl Nocb {
         // whatever did start.
         self.any_started.store(true, Ordering::Relaxed);
         let prefix = core.thread_name_prefix();
-        let g = i / self.stride;
+        let g = i / self.cfg.stride;
         if !w.group_started[g] {
             let c = Arc::clone(core);
             let leader = self.groups[g].leader;

@@ -211,7 +211,7 @@ pub(crate) fn run_callbacks(core: &Core, i: usize, enough: impl Fn() -> bool) {
         loop {
             let mut batch = {
                 let mut l = shard.list.lock();
-                let batch = l.cbs.extract_done(nocb.batch_limit);
+                let batch = l.cbs.extract_done(nocb.cfg.batch_limit);
                 if mutant("cb_len_early") {
                     // Broken variant: count the batch as finished before
                     // running it.
