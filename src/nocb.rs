@@ -387,9 +387,14 @@ impl Nocb {
         }
     }
 
+    /// The index of the group serving shard `i`.
+    pub(crate) fn group_index(&self, i: usize) -> usize {
+        i / self.cfg.stride
+    }
+
     /// The group serving shard `i`.
     pub(crate) fn group_of(&self, i: usize) -> &Group {
-        &self.groups[i / self.cfg.stride]
+        &self.groups[self.group_index(i)]
     }
 
     /// Queue `slot` on the calling thread's shard (kernel: `call_rcu` on an
@@ -433,7 +438,7 @@ impl Nocb {
                 if was_empty && !mutant("bypass_no_defer") {
                     // No stranded bypass: make sure a flush will come.
                     let level = if lazy { Level::Lazy } else { Level::Bypass };
-                    self.defer_wake(core, i / self.cfg.stride, level, now);
+                    self.defer_wake(core, self.group_index(i), level, now);
                 }
                 return;
             }
@@ -447,13 +452,11 @@ impl Nocb {
             l.cbs.enqueue(slot);
             l.queued += 1;
             shard.len_add(&l, 1);
-            let hint = self.groups[i / self.cfg.stride]
-                .level_hint
-                .load(Ordering::Relaxed);
+            let hint = self.group_of(i).level_hint.load(Ordering::Relaxed);
             (was_all_done, !was_all_done && hint >= Level::Wake as u8)
         };
         if (was_all_done && !mutant("enqueue_no_wake")) || perform {
-            self.wake_or_defer(core, i / self.cfg.stride, was_all_done, flood);
+            self.wake_or_defer(core, self.group_index(i), was_all_done, flood);
         }
     }
 
@@ -663,7 +666,7 @@ impl Nocb {
         // whatever did start.
         self.any_started.store(true, Ordering::Relaxed);
         let prefix = core.thread_name_prefix();
-        let g = i / self.cfg.stride;
+        let g = self.group_index(i);
         if !w.group_started[g] {
             let c = Arc::clone(core);
             let leader = self.groups[g].leader;
