@@ -423,6 +423,20 @@ static void shim_producer_release(struct shim_producer *p)
 	p->objs = NULL;
 }
 
+static void shim_gate_init(struct shim_gate *g)
+{
+	pthread_mutex_init(&g->mutex, NULL);
+	pthread_cond_init(&g->cond, NULL);
+	g->ready = 0;
+	g->open = 0;
+}
+
+static void shim_gate_destroy(struct shim_gate *g)
+{
+	pthread_cond_destroy(&g->cond);
+	pthread_mutex_destroy(&g->mutex);
+}
+
 static void shim_gate_wait(struct shim_gate *g)
 {
 	pthread_mutex_lock(&g->mutex);
@@ -495,10 +509,7 @@ int shim_memb_call_rcu_run(int kind, unsigned producers, uint64_t total,
 		return err;
 	}
 	memset(p, 0, sizeof(p));
-	pthread_mutex_init(&gate.mutex, NULL);
-	pthread_cond_init(&gate.cond, NULL);
-	gate.ready = 0;
-	gate.open = 0;
+	shim_gate_init(&gate);
 	for (i = 0; i < producers; i++) {
 		p[i].kind = kind;
 		p[i].count = total / producers + (i < total % producers ? 1 : 0);
@@ -538,8 +549,7 @@ int shim_memb_call_rcu_run(int kind, unsigned producers, uint64_t total,
 	if (err == 0 && kind == SHIM_CB_COUNTER && after - before != queued)
 		err = EIO;
 
-	pthread_cond_destroy(&gate.cond);
-	pthread_mutex_destroy(&gate.mutex);
+	shim_gate_destroy(&gate);
 	shim_memb_unregister_thread();
 	pthread_mutex_unlock(&shim_call_rcu_mutex);
 
@@ -752,10 +762,7 @@ int shim_memb_flood(unsigned producers, uint64_t duration_ns, uint64_t steps, in
 	pthread_mutex_lock(&shim_call_rcu_mutex);
 	__atomic_store_n(&shim_flood_steps, steps, __ATOMIC_RELAXED);
 	memset(f, 0, sizeof(f));
-	pthread_mutex_init(&gate.mutex, NULL);
-	pthread_cond_init(&gate.cond, NULL);
-	gate.ready = 0;
-	gate.open = 0;
+	shim_gate_init(&gate);
 	for (i = 0; i < producers; i++) {
 		f[i].stop = stop;
 		f[i].gate = &gate;
@@ -787,8 +794,7 @@ int shim_memb_flood(unsigned producers, uint64_t duration_ns, uint64_t steps, in
 	t1 = shim_now_ns();
 	urcu_memb_barrier();
 	t2 = shim_now_ns();
-	pthread_cond_destroy(&gate.cond);
-	pthread_mutex_destroy(&gate.mutex);
+	shim_gate_destroy(&gate);
 	pthread_mutex_unlock(&shim_call_rcu_mutex);
 	*queued = n;
 	*produce_ns = t1 - t0;
