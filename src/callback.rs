@@ -268,16 +268,10 @@ impl CbQueue {
         out
     }
 
-    /// Append all of `other` after our callbacks.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn append(&mut self, mut other: CbQueue) {
-        self.append_from(&mut other);
-    }
-
     /// Move all of `other` after our callbacks, leaving it empty but with
     /// its capacity: a bypass flushed every tick keeps its block index
     /// instead of regrowing it (a large reallocation) each time.
-    pub(crate) fn append_from(&mut self, other: &mut CbQueue) {
+    pub(crate) fn append(&mut self, other: &mut CbQueue) {
         self.len += other.len;
         other.len = 0;
         self.blocks.append(&mut other.blocks);
@@ -329,8 +323,8 @@ mod tests {
         }
         let mut front = q.split_front(45, &mut cache);
         assert_eq!((front.len(), q.len()), (45, 55));
-        let tail = q.split_front(55, &mut cache);
-        q.append(tail);
+        let mut tail = q.split_front(55, &mut cache);
+        q.append(&mut tail);
         let first = front.split_front(10, &mut cache);
         front.prepend(first);
         q.prepend(front);

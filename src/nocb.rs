@@ -157,7 +157,7 @@ impl Shard {
         }
         let was_all_done = l.cbs.pending() == 0;
         l.cbs.lend_spare_blocks(b.cache());
-        l.cbs.insert_pending_from(b.take());
+        l.cbs.insert_pending(b.take());
         self.len_add(l, n);
         self.bypass_len.store(0, Ordering::Release);
         was_all_done

@@ -165,18 +165,13 @@ impl SegCbList {
         self.cbs.prepend(q);
     }
 
-    /// Append callbacks that have not been given a number yet, e.g. a
-    /// flushed bypass list (kernel: `rcu_segcblist_insert_pend_cbs`).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn insert_pending(&mut self, mut q: CbQueue) {
-        self.insert_pending_from(&mut q);
-    }
-
-    /// [`insert_pending`](SegCbList::insert_pending) from a queue that keeps
-    /// its capacity (a shard's bypass).
-    pub(crate) fn insert_pending_from(&mut self, q: &mut CbQueue) {
+    /// Move callbacks that have not been given a number yet, e.g. a flushed
+    /// bypass list, to the end of the list (kernel:
+    /// `rcu_segcblist_insert_pend_cbs`). `q` is left empty, with its
+    /// capacity (a shard's bypass keeps its block index).
+    pub(crate) fn insert_pending(&mut self, q: &mut CbQueue) {
         self.len[NEXT] += q.len();
-        self.cbs.append_from(q);
+        self.cbs.append(q);
     }
 
     /// Append `slot` at the end of the last non-empty segment, so that it
@@ -319,7 +314,7 @@ mod tests {
                         prev.push(State::Next);
                         next_id += 1;
                     }
-                    list.insert_pending(q);
+                    list.insert_pending(&mut q);
                 }
                 Op::Entrain => {
                     list.entrain(mk(next_id));
