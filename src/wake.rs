@@ -168,7 +168,11 @@ impl GroupWake {
             // postponing a deferred WAKE by the lazy timeout.
             self.level = Level::Lazy;
             Some(deadline)
-        } else if want > self.level {
+        } else if want > self.level || (want == Level::Bypass && self.level == Level::Lazy) {
+            // A raise; or a non-lazy bypass, which must not wait out a lazy
+            // timeout: BYPASS takes over LAZY (the lazy callbacks are served
+            // by the same wake; the GP worker re-arms LAZY for whatever it
+            // leaves behind). Either way the timer only moves earlier.
             self.level = want;
             match self.timer {
                 Some(t) if t <= deadline => None,
@@ -177,16 +181,6 @@ impl GroupWake {
         } else if want == Level::Bypass && self.level == Level::Bypass {
             // Flood: push the flush later (its enqueuers flush themselves).
             (self.timer != Some(deadline)).then_some(deadline)
-        } else if want == Level::Bypass && self.level == Level::Lazy {
-            // A non-lazy bypass must not wait out a lazy timeout: BYPASS
-            // takes over, with the earlier deadline (the lazy callbacks are
-            // served by the same wake; the GP worker re-arms LAZY for
-            // whatever it leaves behind).
-            self.level = Level::Bypass;
-            match self.timer {
-                Some(t) if t <= deadline => None,
-                _ => Some(deadline),
-            }
         } else {
             None
         };

@@ -127,14 +127,13 @@ pub(crate) fn gp_worker(core: &std::sync::Arc<Core>, g: usize) {
                 nocb.wake_cb_worker(i);
             }
             if let Some(s) = request {
-                if nocb.cfg.inline_gp {
-                    // loom models that leave the engine out: the same
-                    // fallback as below, by choice.
-                    core.gp.wait_for(s, &core.reader);
-                } else if catch_unwind(AssertUnwindSafe(|| core.request_gp(s))).is_err() {
-                    // The engine thread could not be started (the OS refused
-                    // a thread; the panic hook has reported it): run the
-                    // grace period here rather than strand the callbacks.
+                // Run the grace period here when loom models leave the
+                // engine out (by choice), or when the engine thread could
+                // not be started (the OS refused a thread; the panic hook
+                // has reported it), rather than strand the callbacks.
+                if nocb.cfg.inline_gp
+                    || catch_unwind(AssertUnwindSafe(|| core.request_gp(s))).is_err()
+                {
                     core.gp.wait_for(s, &core.reader);
                 }
             }
