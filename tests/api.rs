@@ -1,5 +1,6 @@
 //! The public API's documented behaviour, one property per test: polled grace
-//! periods, domain independence, the builder, auto traits, the global domain.
+//! periods, domain independence, the builder (its refusals: tests/builder.rs),
+//! auto traits, the global domain.
 #![cfg(not(any(loom, shuttle)))]
 
 mod common;
@@ -10,10 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{poll_until_done, recv, wait_until, within};
-use rcu_offload::{
-    global, Builder, ConfigError, GpCookie, Rcu, ReadGuard, MAX_GP_SPIN_LIMIT,
-    MAX_THREAD_NAME_PREFIX,
-};
+use rcu_offload::{global, Builder, ConfigError, GpCookie, Rcu, ReadGuard};
 
 /// A reader on another thread, inside a section until told to leave.
 struct HeldReader {
@@ -329,54 +327,6 @@ fn other_domain_reader_on_other_thread_does_not_block() {
     assert!(!a.poll(ca));
     reader.finish();
     poll_until_done(&a, ca);
-}
-
-/// gp_spin_limit above MAX_GP_SPIN_LIMIT is refused, naming the field; the maximum itself is fine.
-#[test]
-fn builder_rejects_large_spin_limit() {
-    let err = Rcu::builder()
-        .gp_spin_limit(MAX_GP_SPIN_LIMIT + 1)
-        .build()
-        .unwrap_err();
-    assert_eq!(err.field(), "gp_spin_limit");
-    assert!(err.to_string().contains("gp_spin_limit"), "{err}");
-    let err = Rcu::builder().gp_spin_limit(u32::MAX).build().unwrap_err();
-    assert_eq!(err.field(), "gp_spin_limit");
-    let ok = Rcu::builder().gp_spin_limit(MAX_GP_SPIN_LIMIT).build();
-    ok.expect("the maximum is accepted").synchronize();
-    Rcu::builder()
-        .gp_spin_limit(0)
-        .build()
-        .expect("zero is accepted")
-        .synchronize();
-}
-
-/// A thread_name_prefix longer than MAX_THREAD_NAME_PREFIX bytes is refused, naming the field.
-#[test]
-fn builder_rejects_long_prefix() {
-    let long = "x".repeat(MAX_THREAD_NAME_PREFIX + 1);
-    let err = Rcu::builder().thread_name_prefix(long).build().unwrap_err();
-    assert_eq!(err.field(), "thread_name_prefix");
-    assert!(err.to_string().contains("thread_name_prefix"), "{err}");
-    // Bytes, not characters: four two-byte characters are too long.
-    let err = Rcu::builder()
-        .thread_name_prefix("éééé")
-        .build()
-        .unwrap_err();
-    assert_eq!(err.field(), "thread_name_prefix");
-    let exact = "y".repeat(MAX_THREAD_NAME_PREFIX);
-    let rcu = Rcu::builder().thread_name_prefix(exact).build().unwrap();
-    poll_until_done(&rcu, rcu.start_poll());
-}
-
-/// A thread_name_prefix containing NUL is refused, naming the field.
-#[test]
-fn builder_rejects_nul_in_prefix() {
-    for p in ["\0", "a\0b", "ab\0"] {
-        let err = Rcu::builder().thread_name_prefix(p).build().unwrap_err();
-        assert_eq!(err.field(), "thread_name_prefix", "{p:?}");
-        let _: &dyn std::error::Error = &err;
-    }
 }
 
 /// Every builder setting combination that validates yields a working domain.

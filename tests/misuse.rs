@@ -526,65 +526,6 @@ fn waiting_on_another_domain_inside_a_callback_works() {
     });
 }
 
-/// The Builder refuses meaningless callback settings, naming the refused setter.
-#[test]
-fn builder_rejects_invalid_callback_settings() {
-    use rcu_offload::MAX_SHARDS;
-
-    let cases: Vec<(&str, rcu_offload::Builder, &str)> = vec![
-        ("shards(0)", Rcu::builder().shards(0), "shards"),
-        (
-            "shards(MAX_SHARDS + 1)",
-            Rcu::builder().shards(MAX_SHARDS + 1),
-            "shards",
-        ),
-        (
-            "shards(usize::MAX)",
-            Rcu::builder().shards(usize::MAX),
-            "shards",
-        ),
-        (
-            "gp_stride(0)",
-            Rcu::builder().shards(4).gp_stride(0),
-            "gp_stride",
-        ),
-        (
-            "gp_stride > shards",
-            Rcu::builder().shards(4).gp_stride(5),
-            "gp_stride",
-        ),
-        (
-            "gp_stride > the default shard count",
-            Rcu::builder().gp_stride(MAX_SHARDS + 1),
-            "gp_stride",
-        ),
-        (
-            "callback_batch_limit(0)",
-            Rcu::builder().callback_batch_limit(0),
-            "callback_batch_limit",
-        ),
-    ];
-    for (case, builder, field) in cases {
-        let err = builder.build().expect_err(&format!("{case} was accepted"));
-        assert_eq!(err.field(), field, "{case}: {err}");
-        assert!(!err.message().is_empty(), "{case}");
-        assert!(err.to_string().contains(field), "{case}: {err}");
-    }
-    // The boundaries are accepted.
-    for (shards, stride) in [(1, 1), (4, 4), (4, 1), (MAX_SHARDS, MAX_SHARDS)] {
-        let rcu = Rcu::builder()
-            .shards(shards)
-            .gp_stride(stride)
-            .callback_batch_limit(1)
-            .build()
-            .unwrap_or_else(|e| panic!("shards {shards} stride {stride}: {e}"));
-        assert_eq!(rcu.stats().shards.len(), shards);
-    }
-    let rcu = Rcu::builder().shards(MAX_SHARDS).build().unwrap();
-    rcu.call(|| ());
-    common::within("barrier() with MAX_SHARDS shards", move || rcu.barrier());
-}
-
 /// RcuCell::load with a guard of another domain panics.
 #[test]
 #[should_panic(expected = "rcu_offload: RcuCell::load with a ReadGuard of another domain")]

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use rcu_offload::Rcu;
 
+/// A lazy timeout no test outlives: lazy callbacks that run were flushed by
+/// something else (promotion, barrier, memory pressure, shutdown).
+pub const HOUR: Duration = Duration::from_secs(3600);
+
 /// How long an operation that must finish may take before the test declares
 /// it hung. A liveness bound, not a performance expectation: everything it
 /// guards normally finishes in microseconds to a few seconds (membarrier
