@@ -1,19 +1,16 @@
-//! Helpers shared by the integration tests: liveness bounds and an
-//! RCU-protected heap object that detects use after retirement.
+//! Helpers shared by the integration tests: liveness bounds, an
+//! RCU-protected heap object that detects use after retirement, this
+//! process's threads as /proc shows them, and readings of `Rcu::stats()`.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcu_offload::Rcu;
-
-/// A lazy timeout no test outlives: lazy callbacks that run were flushed by
-/// something else (promotion, barrier, memory pressure, shutdown).
-pub const HOUR: Duration = Duration::from_secs(3600);
+use rcu_offload::{Rcu, ShardStats, Stats};
 
 /// How long an operation that must finish may take before the test declares
 /// it hung. A liveness bound, not a performance expectation: everything it
@@ -276,13 +273,39 @@ pub fn threads() -> Vec<(i32, String)> {
     out
 }
 
+/// This process's threads whose name starts with `prefix`, as `(tid, name)`.
+#[cfg(target_os = "linux")]
+pub fn threads_with_prefix(prefix: &str) -> Vec<(i32, String)> {
+    threads()
+        .into_iter()
+        .filter(|(_, n)| n.starts_with(prefix))
+        .collect()
+}
+
 /// How many of this process's threads have a name starting with `prefix`.
 #[cfg(target_os = "linux")]
 pub fn count_threads_with_prefix(prefix: &str) -> usize {
-    threads()
-        .iter()
-        .filter(|(_, n)| n.starts_with(prefix))
-        .count()
+    threads_with_prefix(prefix).len()
+}
+
+/// Waits until a thread named exactly `name` exists, fails the test if there
+/// is more than one, and returns its tid. A new thread names itself once it
+/// first runs and until then shows its creator's name, so a worker that was
+/// just started (by a `call()`, a deferred wake) is waited for rather than
+/// looked up once.
+#[cfg(target_os = "linux")]
+pub fn wait_thread_named(name: &str) -> i32 {
+    let named = || -> Vec<i32> {
+        threads()
+            .into_iter()
+            .filter(|(_, n)| n == name)
+            .map(|(tid, _)| tid)
+            .collect()
+    };
+    wait_until(&format!("a thread named {name}"), || !named().is_empty());
+    let found = named();
+    assert_eq!(found.len(), 1, "threads named {name}: {:?}", threads());
+    found[0]
 }
 
 /// The scheduler state letter of thread `tid` (`R`, `S`, `D`, ...), if it
@@ -422,5 +445,165 @@ pub fn poke_gp_workers(rcu: &Rcu) {
     }
     for _ in 0..100 {
         thread::yield_now();
+    }
+}
+
+// --- Readings of `Rcu::stats()` ------------------------------------------------
+
+/// A lazy timeout no test outlives: lazy callbacks that run were flushed by
+/// something else (promotion, barrier, memory pressure, shutdown).
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// The sum over every shard of one per-shard counter that [`Stats`] has no
+/// total of, e.g. `shard_total(&s, |x| x.bypass_queued)`.
+pub fn shard_total(s: &Stats, counter: impl Fn(&ShardStats) -> u64) -> u64 {
+    s.shards.iter().map(counter).sum()
+}
+
+/// Whether the counters have settled: nothing pending, and every callback
+/// queued, plus every internal callback of `barrier()`, invoked.
+pub fn is_settled(s: &Stats) -> bool {
+    s.pending() == 0 && s.invoked() == s.queued() + shard_total(s, |x| x.barrier_callbacks)
+}
+
+/// Checks the counters of a domain nobody queues on any more, right after a
+/// `barrier()`: `queued` calls, every one invoked (plus the barrier's own
+/// callbacks), nothing pending, no panic, on every shard. Failures name
+/// `what` and show the counters.
+pub fn assert_settled(s: &Stats, queued: u64, what: &str) {
+    assert_eq!(s.queued(), queued, "{what}: queued: {s:?}");
+    assert_eq!(s.pending(), 0, "{what}: pending after barrier(): {s:?}");
+    for (i, x) in s.shards.iter().enumerate() {
+        assert_eq!(x.pending, 0, "{what}: shard {i}: {s:?}");
+        assert_eq!(
+            x.invoked,
+            x.queued + x.barrier_callbacks,
+            "{what}: shard {i}: invoked != queued + barrier callbacks: {s:?}"
+        );
+        assert!(x.bypass_queued <= x.queued, "{what}: shard {i}: {s:?}");
+    }
+    assert_eq!(s.panics, 0, "{what}: {s:?}");
+}
+
+/// Like [`wait_until`], but a failure also shows `rcu`'s counters.
+pub fn wait_for(rcu: &Rcu, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < LIVENESS_BOUND,
+            "liveness bound exceeded: {what} did not happen within {LIVENESS_BOUND:?}; {:?}",
+            rcu.stats()
+        );
+        thread::yield_now();
+    }
+}
+
+/// Reads `rcu.stats()` until `cond` holds of them (bounded by
+/// [`LIVENESS_BOUND`], like [`wait_for`]) and returns the counters that
+/// satisfied it.
+pub fn wait_for_stats(rcu: &Rcu, what: &str, mut cond: impl FnMut(&Stats) -> bool) -> Stats {
+    let mut last = None;
+    wait_for(rcu, what, || {
+        let s = rcu.stats();
+        let ok = cond(&s);
+        last = Some(s);
+        ok
+    });
+    last.expect("the condition was evaluated")
+}
+
+/// Joins the producer threads `ts`, then runs `rcu.barrier()` and returns
+/// the counters, all within [`LIVENESS_BOUND`] (`what` names the step in a
+/// failure). With no threads to join: a bounded barrier and a reading.
+pub fn join_and_barrier(rcu: &Rcu, what: &str, ts: Vec<thread::JoinHandle<()>>) -> Stats {
+    let rcu = rcu.clone();
+    within(what, move || {
+        join_all(ts);
+        rcu.barrier();
+        rcu.stats()
+    })
+}
+
+// --- Helpers for the bypass, lazy, wake and throttle tests -----------------------
+
+/// Burns a little CPU (a slow callback).
+pub fn spin(iterations: u32) {
+    for _ in 0..iterations {
+        std::hint::spin_loop();
+    }
+}
+
+/// A callback that adds one to `ran` (the usual "how many ran" count).
+pub fn counting(ran: &std::sync::Arc<AtomicUsize>) -> impl FnOnce() + Send + 'static {
+    let ran = std::sync::Arc::clone(ran);
+    move || {
+        ran.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A helper thread whose callback shard is `want` in every domain with `n`
+/// shards (a thread's shard is fixed at its first `call()`, round robin over
+/// the process's threads: fresh threads are tried until one lands there).
+pub struct OnShard {
+    tx: Option<mpsc::Sender<Job>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl OnShard {
+    /// A thread on shard `want` of domains with `n` shards.
+    pub fn new(n: usize, want: usize) -> OnShard {
+        assert!(want < n);
+        for _ in 0..1000 {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let (itx, irx) = mpsc::channel();
+            let handle = thread::spawn(move || {
+                let probe = Rcu::builder().shards(n).build().unwrap();
+                probe.call(|| ());
+                let s = probe.stats();
+                let index = s.shards.iter().position(|x| x.queued == 1);
+                drop(probe);
+                itx.send(index).unwrap();
+                for job in rx {
+                    job();
+                }
+            });
+            let index = recv(&irx, "the probe call's shard").expect("the probe call was queued");
+            if index == want {
+                return OnShard {
+                    tx: Some(tx),
+                    handle: Some(handle),
+                };
+            }
+            drop(tx);
+            handle.join().expect("probe thread");
+        }
+        panic!("no thread landed on shard {want} of {n} in 1000 tries");
+    }
+
+    /// Runs `f` on the helper thread and returns its result.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Box::new(move || {
+                let _ = rtx.send(f());
+            }))
+            .expect("helper thread alive");
+        recv(&rrx, "a job on a shard-pinned thread")
+    }
+}
+
+impl Drop for OnShard {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let r = h.join();
+            if !thread::panicking() {
+                r.expect("shard-pinned thread");
+            }
+        }
     }
 }
