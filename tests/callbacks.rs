@@ -13,8 +13,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use common::{
-    check_raw, join_all, recv, spawn_n, wait_until, within, Failures, IdSet, Obj, Published,
-    SendPtr,
+    assert_settled, check_raw, counting, is_settled, join_all, join_and_barrier, recv, shard_total,
+    spawn_n, wait_for_stats, wait_until, within, Failures, IdSet, Obj, Published, SendPtr,
 };
 use rcu_offload::{Rcu, RcuCell};
 
@@ -524,7 +524,7 @@ fn barrier_without_any_callback_returns() {
         (s.queued(), s.invoked(), s.pending(), s.panics),
         (0, 0, 0, 0)
     );
-    assert_eq!(s.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(), 0);
+    assert_eq!(shard_total(&s, |x| x.barrier_callbacks), 0);
 }
 
 /// barrier() on a domain whose workers are all asleep with nothing to do returns, and the
@@ -540,16 +540,12 @@ fn barrier_with_idle_workers_returns() {
     let ran = Arc::new(AtomicUsize::new(0));
     within("barriers around idle workers", move || {
         for round in 1..=3 {
-            let r = Arc::clone(&ran);
-            rcu.call(move || {
-                r.fetch_add(1, Ordering::Relaxed);
-            });
+            rcu.call(counting(&ran));
             rcu.barrier();
             assert_eq!(ran.load(Ordering::Relaxed), round);
             // Every worker (GP worker, CB worker, engine) goes to sleep.
             wait_until("the workers to sleep", || {
-                let ts = common::threads();
-                let ours: Vec<_> = ts.iter().filter(|(_, n)| n.starts_with("iw-")).collect();
+                let ours = common::threads_with_prefix("iw-");
                 ours.len() >= 3
                     && ours
                         .iter()
@@ -587,10 +583,7 @@ fn panicking_callbacks_are_counted_and_the_worker_carries_on() {
                         panic!("deliberate panic in callback {i}");
                     });
                 } else {
-                    let r = Arc::clone(&ran2);
-                    rcu2.call(move || {
-                        r.fetch_add(1, Ordering::Relaxed);
-                    });
+                    rcu2.call(counting(&ran2));
                 }
             }
             rcu2.barrier();
@@ -598,10 +591,7 @@ fn panicking_callbacks_are_counted_and_the_worker_carries_on() {
             assert_eq!(ran2.load(Ordering::Relaxed), N - panics as usize);
             // The worker still runs callbacks.
             for _ in 0..10 {
-                let r = Arc::clone(&ran2);
-                rcu2.call(move || {
-                    r.fetch_add(1, Ordering::Relaxed);
-                });
+                rcu2.call(counting(&ran2));
             }
             rcu2.barrier();
             panics
@@ -636,10 +626,7 @@ fn panic_payload_that_panics_when_dropped() {
     within("callbacks after a bomb payload", move || {
         rcu2.call(|| std::panic::panic_any(Bomb));
         for _ in 0..5 {
-            let r = Arc::clone(&r);
-            rcu2.call(move || {
-                r.fetch_add(1, Ordering::Relaxed);
-            });
+            rcu2.call(counting(&r));
         }
         rcu2.barrier();
         assert_eq!(rcu2.stats().panics, 1);
@@ -663,10 +650,7 @@ fn dropping_the_last_handle_runs_pending_callbacks() {
         let (rcu, ran) = (rcu.clone(), Arc::clone(&ran));
         spawn_n(THREADS, move |_| {
             for _ in 0..PER {
-                let ran = Arc::clone(&ran);
-                rcu.call(move || {
-                    ran.fetch_add(1, Ordering::Relaxed);
-                });
+                rcu.call(counting(&ran));
             }
         })
     };
@@ -833,10 +817,7 @@ fn call_from_a_thread_local_destructor() {
     struct CallOnDrop(Rcu, Arc<AtomicUsize>);
     impl Drop for CallOnDrop {
         fn drop(&mut self) {
-            let ran = Arc::clone(&self.1);
-            self.0.call(move || {
-                ran.fetch_add(1, Ordering::Relaxed);
-            });
+            self.0.call(counting(&self.1));
         }
     }
     thread_local! {
@@ -910,12 +891,7 @@ fn stats_add_up_right_after_barrier() {
                 rcu.call(|| ());
                 rcu.barrier();
                 let s = rcu.stats();
-                let barrier_cbs: u64 = s.shards.iter().map(|x| x.barrier_callbacks).sum();
-                if s.shards.len() != shards
-                    || s.queued() != round
-                    || s.pending() != 0
-                    || s.invoked() != s.queued() + barrier_cbs
-                {
+                if s.shards.len() != shards || s.queued() != round || !is_settled(&s) {
                     bad.push(format!("after call #{round} and barrier(): {s:?}"));
                 }
             }
@@ -947,29 +923,15 @@ fn stats_settle_after_barrier() {
                 }
             })
         };
-        within("callers, barrier and settling", move || {
-            join_all(ts);
-            rcu.barrier();
-            let settled = || {
-                let s = rcu.stats();
-                let barrier_cbs: u64 = s.shards.iter().map(|x| x.barrier_callbacks).sum();
-                s.pending() == 0 && s.invoked() == s.queued() + barrier_cbs
-            };
-            wait_until("the counters to settle", settled);
-            let s = rcu.stats();
-            assert_eq!(s.shards.len(), cfg.shards, "{cfg:?}");
-            assert_eq!(s.queued(), (THREADS * PER) as u64, "{cfg:?}");
-            for x in &s.shards {
-                assert_eq!(x.pending, 0);
-                assert_eq!(x.invoked, x.queued + x.barrier_callbacks, "{cfg:?}: {s:?}");
-            }
-            assert!(s.grace_periods >= 1, "{cfg:?}");
-            assert!(s.gp_worker_wakeups >= 1, "{cfg:?}");
-            // No assertion on CB-worker wakeups: a worker that started after
-            // its callbacks were DONE runs them all in its first pass
-            // without ever having been asleep.
-            assert_eq!(s.panics, 0);
-        });
+        join_and_barrier(&rcu, "callers and barrier", ts);
+        let s = wait_for_stats(&rcu, "the counters to settle", is_settled);
+        assert_eq!(s.shards.len(), cfg.shards, "{cfg:?}");
+        assert_settled(&s, (THREADS * PER) as u64, &format!("{cfg:?}"));
+        assert!(s.grace_periods >= 1, "{cfg:?}");
+        assert!(s.gp_worker_wakeups >= 1, "{cfg:?}");
+        // No assertion on CB-worker wakeups: a worker that started after
+        // its callbacks were DONE runs them all in its first pass without
+        // ever having been asleep.
     }
 }
 
@@ -998,16 +960,8 @@ fn callback_runs_when_synchronize_completes_its_grace_period() {
         let rcu = rcu.clone();
         move || rcu.barrier()
     });
-    let tid = |name: &str| -> i32 {
-        let found: Vec<i32> = common::threads()
-            .into_iter()
-            .filter(|(_, n)| n == name)
-            .map(|(t, _)| t)
-            .collect();
-        assert_eq!(found.len(), 1, "threads named {name}: {found:?}");
-        found[0]
-    };
-    let (engine, gp_worker) = (tid("lw-rcu_gp"), tid("lw-rcuog/0"));
+    let engine = common::wait_thread_named("lw-rcu_gp");
+    let gp_worker = common::wait_thread_named("lw-rcuog/0");
     for attempt in 1..=ATTEMPTS {
         wait_until("the engine and GP worker to sleep", || {
             common::thread_state(engine) == Some('S')
@@ -1044,8 +998,8 @@ fn callback_runs_when_synchronize_completes_its_grace_period() {
         // The GP worker wakes for the new callback, asks the engine for a
         // grace period and goes back to sleep awaiting it; the engine is
         // runnable but starved.
-        wait_until("the GP worker to take the callback", || {
-            rcu.stats().gp_worker_wakeups > wakeups
+        wait_for_stats(&rcu, "the GP worker to take the callback", |s| {
+            s.gp_worker_wakeups > wakeups
         });
         wait_until("the GP worker to sleep again", || {
             common::thread_state(gp_worker) == Some('S')
