@@ -187,7 +187,7 @@ fn reader(shared: &Shared, id: usize) {
                 )),
             }
             let _feature_on = cfg.flags[key as usize % FLAGS];
-            if i.is_multiple_of(64) {
+            if i % 64 == 0 {
                 // The whole configuration is consistent, and still live
                 // after the (comparatively long) walk over it.
                 if cfg.compute_checksum() != cfg.checksum || !cfg.is_live() {
@@ -208,7 +208,7 @@ fn writer(shared: &Arc<Shared>) {
     let mut version: u64 = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         version += 1;
-        if version.is_multiple_of(10) {
+        if version % 10 == 0 {
             // A full reload: the new version is built from scratch.
             shared.config.replace(Config::build(version));
         } else {

@@ -31,9 +31,10 @@
 //! Checked by the loom models `concurrent_synchronize_share_gp` and
 //! `poll_never_early` (loom-tests/tests/grace_period.rs).
 
+use crate::mutants::{model_only, mutant, mutant_diverts};
 use crate::reader::ReadState;
 use crate::seq;
-use crate::sync::{fence, heavy_fence, mutant, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
+use crate::sync::{fence, heavy_fence, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
 
 /// Engine-thread bookkeeping, under [`GpState::engine`].
 struct Engine {
@@ -80,15 +81,7 @@ impl GpState {
     pub(crate) fn snapshot(&self) -> u64 {
         fence(Ordering::SeqCst);
         let s = self.seq.load(Ordering::Relaxed);
-        if mutant("poll_early") {
-            // Broken variant: accept the end of a grace period already running,
-            // which may have scanned readers before the caller's updates.
-            return if seq::state(s) != 0 {
-                seq::end(s)
-            } else {
-                s.wrapping_add(seq::SEQ_ONE_GP)
-            };
-        }
+        mutant_diverts!(PollEarly => snap_early(s));
         seq::snap(s)
     }
 
@@ -111,7 +104,7 @@ impl GpState {
     /// Block until `target` is reached, running grace periods on this thread
     /// as needed (batched: see the module docs).
     pub(crate) fn wait_for(&self, target: u64, readers: &ReadState) {
-        let batching = !mutant("no_batching");
+        let batching = !mutant!(NoBatching);
         if batching && self.is_done(target) {
             return;
         }
@@ -133,12 +126,12 @@ impl GpState {
         // everything the updaters did before reading `seq` is visible to any
         // reader that enters after this point, and any reader that entered
         // before it is visible to the scan.
-        heavy_fence(readers.light_fences());
+        heavy_fence(readers.fences());
         if readers.wait_for_readers() {
             // Orders every access of the readers we waited for before the end
             // of the grace period, and so before whatever our callers free
             // next. Not needed when no live thread had a reader record.
-            heavy_fence(readers.light_fences());
+            heavy_fence(readers.fences());
         }
         self.seq.store(seq::end(running), Ordering::Release);
     }
@@ -159,7 +152,7 @@ impl GpState {
             e.thread = Some(spawn());
         }
         drop(e);
-        if !mutant("engine_no_notify") {
+        if !mutant!(EngineNoNotify) {
             self.engine_cv.notify_one();
         }
     }
@@ -182,7 +175,7 @@ impl GpState {
                         return;
                     }
                     let done = seq::done(self.seq.load(Ordering::Acquire), e.needed);
-                    if !done || (e.unanswered && !mutant("engine_skips_done_request")) {
+                    if !done || (e.unanswered && !mutant!(EngineSkipsDoneRequest)) {
                         e.unanswered = false;
                         break e.needed;
                     }
@@ -202,7 +195,7 @@ impl GpState {
             e.stop = true;
             e.thread.take()
         };
-        if !mutant("shutdown_no_notify") {
+        if !mutant!(ShutdownNoNotify) {
             self.engine_cv.notify_all();
         }
         if let Some(t) = thread {
@@ -210,6 +203,18 @@ impl GpState {
             if t.join().is_err() {
                 panic!("rcu_offload: the grace-period engine thread panicked");
             }
+        }
+    }
+}
+
+model_only! {
+    /// Mutant `poll_early`: accept the end of a grace period already
+    /// running, which may have scanned readers before the caller's updates.
+    fn snap_early(s: u64) -> u64 {
+        if seq::state(s) != 0 {
+            seq::end(s)
+        } else {
+            s.wrapping_add(seq::SEQ_ONE_GP)
         }
     }
 }

@@ -55,42 +55,31 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-mod barrier;
-mod bypass;
 mod callback;
 mod cell;
 mod domain;
 mod gp;
-#[cfg(not(any(loom, shuttle)))]
-mod membarrier;
+#[doc(hidden)]
+pub mod model;
+mod mutants;
 mod nocb;
 mod reader;
 mod segcblist;
 mod seq;
+mod stats;
 mod sync;
-mod throttle;
-mod timer;
-mod wake;
-mod worker;
 
 pub use cell::RcuCell;
-#[cfg(not(any(loom, shuttle)))]
-pub use domain::global;
-pub use domain::{
-    Builder, ConfigError, GpCookie, Rcu, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT,
-    DEFAULT_HIGH_WATER, DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_TICK,
-    MAX_GP_SPIN_LIMIT, MAX_SHARDS, MAX_THREAD_NAME_PREFIX,
+pub use domain::builder::{
+    Builder, ConfigError, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT, DEFAULT_HIGH_WATER,
+    DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_TICK, MAX_GP_SPIN_LIMIT, MAX_SHARDS,
+    MAX_THREAD_NAME_PREFIX,
 };
-pub use nocb::{ShardStats, Stats};
+pub use domain::{GpCookie, Rcu};
 pub use reader::ReadGuard;
-
-/// Put the calling thread on callback shard `index` (modulo each domain's
-/// shard count). Only in `cfg(loom)` builds, for the models; real threads are
-/// assigned round robin.
-#[cfg(any(loom, shuttle))]
-#[doc(hidden)]
-pub fn loom_set_shard(index: usize) {
-    nocb::set_shard_hint(index)
+pub use stats::{ShardStats, Stats};
+sync::cfg_real! {
+    pub use domain::global;
 }
 
 /// The README's examples are compiled and run as doctests.

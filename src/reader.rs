@@ -69,9 +69,10 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
+use crate::mutants::{mutant, mutant_diverts};
 use crate::sync::{
-    fence, heavy_fence, mutant, rcu_thread_local, reader_exit_store, reader_fence, spin_hint,
-    AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
+    fence, heavy_fence, rcu_thread_local, reader_exit_store, reader_fence, spin_hint, AtomicBool,
+    AtomicUsize, Condvar, Mutex, Ordering, ReaderFences,
 };
 
 /// One level of nesting in a reader's `ctr`.
@@ -124,8 +125,8 @@ pub(crate) struct ReadState {
     id: u64,
     /// `phase | 1`; flipped only by the GP-lock holder.
     gp_ctr: AtomicUsize,
-    /// Readers use compiler fences only (membarrier in use).
-    light: bool,
+    /// The readers' fences (compiler fences only when membarrier is in use).
+    fences: ReaderFences,
     /// The grace-period side is asleep (or about to be) waiting for readers.
     gp_waiting: AtomicBool,
     registry: Arc<Registry>,
@@ -136,20 +137,24 @@ pub(crate) struct ReadState {
 }
 
 /// Tells whether a reader whose word is `ctr` must still be waited for, given
-/// the domain's current `gp_ctr`.
+/// the domain's current `gp_ctr`: it is inside a section (at any depth;
+/// mutant `scan_ignores_nested` looks at depth one only) entered in the
+/// other phase.
 #[inline]
 fn is_old(ctr: usize, cur: usize) -> bool {
-    ctr & NEST_MASK != 0 && (ctr ^ cur) & PHASE != 0
+    let nesting = ctr & NEST_MASK;
+    let inside = nesting != 0 && !(mutant!(ScanIgnoresNested) && nesting > NEST_COUNT);
+    inside && (ctr ^ cur) & PHASE != 0
 }
 
 impl ReadState {
-    pub(crate) fn new(light: bool, spin_limit: u32) -> Self {
+    pub(crate) fn new(fences: ReaderFences, spin_limit: u32) -> Self {
         // Domain ids are not part of any modelled protocol: a plain std atomic.
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         ReadState {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             gp_ctr: AtomicUsize::new(NEST_COUNT),
-            light,
+            fences,
             gp_waiting: AtomicBool::new(false),
             registry: Arc::new(Registry {
                 records: Mutex::new(Vec::new()),
@@ -160,9 +165,9 @@ impl ReadState {
         }
     }
 
-    /// Whether this domain's readers run with compiler fences only.
-    pub(crate) fn light_fences(&self) -> bool {
-        self.light
+    /// The fences this domain's readers execute.
+    pub(crate) fn fences(&self) -> ReaderFences {
+        self.fences
     }
 
     /// Process-unique id of the domain.
@@ -188,7 +193,7 @@ impl ReadState {
             // `c` is 0, or TRANSIENT for a transient record.
             r.ctr
                 .store(self.gp_ctr.load(Ordering::Relaxed) | c, Ordering::Relaxed);
-            reader_fence(self.light);
+            reader_fence(self.fences);
         } else {
             // A carry out of the nesting bits would flip the phase or forge
             // the TRANSIENT mark: refuse it, in release builds too. Nothing
@@ -211,15 +216,10 @@ impl ReadState {
         // SAFETY: as in `enter`: the record outlives the guard being dropped.
         let r = unsafe { rec.as_ref() };
         let c = r.ctr.load(Ordering::Relaxed);
-        if c & NEST_MASK == NEST_COUNT || mutant("nest_clear") {
-            reader_exit_store(self.light, &r.ctr);
-            if self.gp_waiting.load(Ordering::Relaxed) && !mutant("no_wake") {
+        if c & NEST_MASK == NEST_COUNT {
+            reader_exit_store(self.fences, &r.ctr);
+            if self.gp_waiting.load(Ordering::Relaxed) {
                 self.wake_gp();
-            }
-            if mutant("register_late") {
-                // Broken variant: the record joins the registry only after its
-                // thread's first section, which grace periods cannot see.
-                self.register(r);
             }
             if c & TRANSIENT != 0 {
                 release_transient(rec);
@@ -229,9 +229,12 @@ impl ReadState {
         }
     }
 
+    /// Wake the grace-period side asleep waiting for readers (mutant
+    /// `no_wake` leaves it asleep).
     #[cold]
     #[inline(never)]
     fn wake_gp(&self) {
+        mutant_diverts!(NoWake);
         let _g = self.wake_lock.lock();
         self.gp_waiting.store(false, Ordering::Relaxed);
         self.wake_cv.notify_all();
@@ -261,21 +264,13 @@ impl ReadState {
         })
     }
 
-    /// Add `r` (this thread's record) to the registry unless it is there.
-    /// Only the `register_late` mutant needs this.
-    fn register(&self, r: &Record) {
-        let slots_rec = SLOTS.with(|s| {
-            s.0.borrow()
-                .iter()
-                .find(|slot| std::ptr::eq(&*slot.rec, r))
-                .map(|slot| slot.rec.clone())
-        });
-        if let Some(rec) = slots_rec {
-            let mut records = self.registry.records.lock();
-            if !records.iter().any(|x| Arc::ptr_eq(x, &rec)) {
-                records.push(rec);
-            }
-        }
+    /// Put a new record of the calling thread in the registry, before its
+    /// first section (mutant `register_skipped` leaves it out).
+    fn register(&self, rec: &RecordRef) {
+        mutant_diverts!(RegisterSkipped);
+        let mut records = self.registry.records.lock();
+        prune_exited(&mut records);
+        records.push(rec.clone());
     }
 
     /// Wait until every reader that was inside a read-side section when the
@@ -296,7 +291,7 @@ impl ReadState {
                 return false;
             }
         }
-        if !mutant("single_wait") {
+        if !mutant!(SingleWait) {
             self.wait_phase();
         }
         // Finish the first wait before flipping (progress, as in liburcu: a
@@ -336,7 +331,7 @@ impl ReadState {
             // that either the leaving reader sees `gp_waiting` or we see its
             // `ctr == 0` (store buffering, the same pairing as entry).
             self.gp_waiting.store(true, Ordering::Relaxed);
-            heavy_fence(self.light);
+            heavy_fence(self.fences);
             waiting.retain(|r| is_old(r.ctr.load(Ordering::Acquire), cur));
             if waiting.is_empty() {
                 self.gp_waiting.store(false, Ordering::Relaxed);
@@ -526,11 +521,7 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
                 // Forget records of domains that no longer exist.
                 slots.retain(|s| s.registry.strong_count() > 0);
                 let rec = Record::new_ref(st.id, false);
-                if !mutant("register_late") {
-                    let mut records = st.registry.records.lock();
-                    prune_exited(&mut records);
-                    records.push(rec.clone());
-                }
+                st.register(&rec);
                 let p = NonNull::from(&*rec);
                 slots.push(Slot {
                     domain: st.id,
@@ -558,11 +549,7 @@ fn transient_record(st: &ReadState) -> NonNull<Record> {
         return rec;
     }
     let rec = Record::new_ref(st.id, true);
-    {
-        let mut records = st.registry.records.lock();
-        prune_exited(&mut records);
-        records.push(rec.clone());
-    }
+    st.register(&rec);
     push_late(rec)
 }
 

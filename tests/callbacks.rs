@@ -127,7 +127,7 @@ fn retire_drops_each_box_once() {
             for i in 0..N / 2 {
                 rcu.retire(Box::new(Counted(Arc::clone(&drops))));
                 // A large value: the box is moved, never copied.
-                if i.is_multiple_of(100) {
+                if i % 100 == 0 {
                     rcu.retire(Box::new([0u64; 512]));
                 }
             }
@@ -217,7 +217,7 @@ fn retired_objects_stay_live_for_readers_that_loaded_them() {
                         let p = shared.load();
                         // SAFETY: loaded inside the open section.
                         unsafe { check_raw(p, 2) }?;
-                        if (sections + r).is_multiple_of(8) {
+                        if (sections + r) % 8 == 0 {
                             let inner = rcu.read();
                             let q = shared.load();
                             drop(outer);
@@ -255,7 +255,7 @@ fn retired_objects_stay_live_for_readers_that_loaded_them() {
                         graveyard.lock().unwrap().push(SendPtr(p));
                         k.fetch_add(1, Ordering::Relaxed);
                     });
-                    if serial.is_multiple_of(8) {
+                    if serial % 8 == 0 {
                         // Keep at most a few dozen objects in flight, so
                         // that retirements keep happening under the
                         // readers' feet instead of in one batch at the end.
@@ -353,7 +353,7 @@ fn callbacks_of_one_thread_run_in_fifo_order() {
                             bad.record(format!("thread {t}: callback {i} ran after {prev}"));
                         }
                     });
-                    if i.is_multiple_of(100) {
+                    if i % 100 == 0 {
                         // Let several batches form, not one.
                         wait_until("this thread's earlier callbacks", || {
                             last[t].load(Ordering::Relaxed) + 50 >= i

@@ -116,7 +116,7 @@ fn readers_never_see_a_dropped_value() {
                         let g = rcu.read();
                         let v = cell.load(&g);
                         v.check()?;
-                        if (loads + r as u64).is_multiple_of(16) {
+                        if (loads + r as u64) % 16 == 0 {
                             thread::yield_now();
                             v.check()?;
                             let inner = rcu.read();

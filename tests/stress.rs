@@ -67,7 +67,7 @@ fn reader_loop(s: &Setup, shape: ReadShape, started: &Barrier) {
             ReadShape::Flat => {
                 let _g = s.rcu.read();
                 s.shared.read_check(ROUNDS).unwrap();
-                if i.is_multiple_of(16) {
+                if i % 16 == 0 {
                     // Get preempted inside a section now and then, so that
                     // grace periods really have to wait (and sleep) for us.
                     thread::yield_now();
@@ -81,9 +81,9 @@ fn reader_loop(s: &Setup, shape: ReadShape, started: &Barrier) {
                 unsafe { check_raw(p1, 1) }.unwrap();
                 let inner = s.rcu.read();
                 let p2 = s.shared.load();
-                if i.is_multiple_of(2) {
+                if i % 2 == 0 {
                     drop(outer);
-                    if i.is_multiple_of(16) {
+                    if i % 16 == 0 {
                         thread::yield_now();
                     }
                     // SAFETY: the section is still open through `inner`.

@@ -176,7 +176,7 @@ impl Done {
 }
 
 /// A count of finished callbacks for models whose main thread runs the
-/// callbacks itself (`Builder::loom_caller_runs_callbacks`): it only checks
+/// callbacks itself (`ModelBuilder::caller_runs_callbacks`): it only checks
 /// the count between batches, so an untracked std atomic suffices (loom
 /// runs one thread at a time) and adds no states of its own. Blocking still
 /// happens in the library's CB-worker sleep, where a stranded callback
@@ -210,5 +210,5 @@ pub fn one_shard() -> rcu_offload::Builder {
 
 /// Run shard 0's callbacks on this thread until `ran` reaches `n`.
 pub fn run_until(rcu: &Rcu, ran: &Ran, n: usize) {
-    rcu.loom_run_callbacks(0, || ran.count() >= n);
+    rcu_offload::model::run_callbacks(rcu, 0, || ran.count() >= n);
 }

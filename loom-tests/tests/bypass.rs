@@ -10,6 +10,7 @@
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
+use rcu_offload::model::ModelBuilder;
 use rcu_offload::Rcu;
 use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Ran};
 
@@ -29,7 +30,7 @@ fn bypass_flush_races_enqueue() {
     model(Bound::Fixed(3), || {
         let rcu = one_shard()
             .nobypass_limit(0)
-            .loom_caller_runs_callbacks()
+            .caller_runs_callbacks()
             .build()
             .unwrap();
         let done = Ran::new();
@@ -50,7 +51,7 @@ fn bypass_flush_races_enqueue() {
 /// may fire before, during or after the barrier): the barrier must flush
 /// the bypass under both locks and entrain behind the lazy callback, so that
 /// the callback has run when it returns. The GP worker runs its grace
-/// periods itself (`loom_inline_grace_periods`): main thread, GP worker, CB
+/// periods itself (`ModelBuilder::inline_grace_periods`): main thread, GP worker, CB
 /// worker and timer, 4 threads.
 ///
 /// Mutant caught: `barrier_skips_bypass` (entrain without flushing):
@@ -58,7 +59,7 @@ fn bypass_flush_races_enqueue() {
 #[test]
 fn barrier_entrain_races_bypass_flush() {
     model(Bound::Fixed(2), || {
-        let rcu = one_shard().loom_inline_grace_periods().build().unwrap();
+        let rcu = one_shard().inline_grace_periods().build().unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
         rcu.call_lazy(move || {
@@ -85,14 +86,14 @@ fn barrier_entrain_races_bypass_flush() {
 #[test]
 fn lazy_promotion() {
     model(Bound::Fixed(2), || {
-        let rcu = one_shard().loom_caller_runs_callbacks().build().unwrap();
+        let rcu = one_shard().caller_runs_callbacks().build().unwrap();
         let done = Ran::new();
         let d = done.clone();
         rcu.call_lazy(move || d.one());
         let d = done.clone();
         rcu.call(move || d.one());
-        let (_, _, _, fired) = rcu.loom_wake_state(0);
-        let left = rcu.loom_bypass_len(0);
+        let fired = rcu_offload::model::wake_state(&rcu, 0).timer_wakes;
+        let left = rcu_offload::model::bypass_len(&rcu, 0);
         assert!(
             fired != 0 || left == 0,
             "a non-lazy callback joined a lazy-only bypass ({left} left) instead of promoting it"

@@ -12,6 +12,7 @@
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use rcu_offload::model::ModelBuilder;
 use rcu_offload::{Rcu, RcuCell};
 use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Objects, Ran, POISON};
 
@@ -21,7 +22,7 @@ use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Objects, 
 /// deferral is the same path as a deferral from a read-side section, which
 /// (2) and the models in wakeups.rs run.
 fn domain() -> Rcu {
-    one_shard().loom_no_wake_rate_limit().build().unwrap()
+    one_shard().no_wake_rate_limit().build().unwrap()
 }
 
 /// (1) An enqueue that makes the shard go from nothing pending to something
@@ -56,7 +57,7 @@ fn enqueue_races_gp_worker_sleep() {
 #[test]
 fn advance_races_gp_completion() {
     model(Bound::Fixed(3), || {
-        let rcu = one_shard().loom_caller_runs_callbacks().build().unwrap();
+        let rcu = one_shard().caller_runs_callbacks().build().unwrap();
         let objs = Arc::new(Objects::new(2));
         let ran = Ran::new();
         let g = rcu.read();
@@ -159,14 +160,10 @@ fn barrier_races_enqueue_and_invocation() {
 
 /// (4b) Two barriers at once: one caller queued a callback first, the
 /// other did not. Whether the first caller runs its own barrier or is served
-/// by the other's, it never returns before its callback ran. Mutant caught
-/// until the bypass flush made `barrier()` look at each shard under its
-/// locks: `barrier_no_opening_fence` (the shared early return without the
-/// full fence that orders the caller's `call()` before its sequence read;
-/// loom found the store-buffering interleaving in which the other barrier
-/// read a stale zero length). With the locks that fence is redundant and the
-/// mutant is an equivalent one; the model still checks the sharing, and
-/// `cb_len_early` / `barrier_skips_bypass` guard the rest of `barrier()`.
+/// by the other's, it never returns before its callback ran. The serving
+/// barrier looks at each shard under its locks, which order the other
+/// caller's `call()`; `cb_len_early` and `barrier_skips_bypass` guard the
+/// rest of `barrier()`.
 #[test]
 fn concurrent_barriers_share_work() {
     model(Bound::Fixed(2), || {
@@ -233,8 +230,8 @@ impl Drop for Versioned {
 fn rcu_cell_replace_and_read() {
     model(Bound::Fixed(2), || {
         let rcu = one_shard()
-            .loom_no_wake_rate_limit()
-            .loom_caller_runs_callbacks()
+            .no_wake_rate_limit()
+            .caller_runs_callbacks()
             .build()
             .unwrap();
         let markers: Vec<Arc<AtomicUsize>> =
@@ -273,10 +270,10 @@ fn rcu_cell_replace_and_read() {
                 .iter()
                 .all(|m| m.load(Ordering::Relaxed) == POISON)
         };
-        rcu.loom_run_callbacks(0, || dropped(2));
+        rcu_offload::model::run_callbacks(&rcu, 0, || dropped(2));
         reader.join().unwrap();
         drop(cell);
-        rcu.loom_run_callbacks(0, || dropped(3));
+        rcu_offload::model::run_callbacks(&rcu, 0, || dropped(3));
         drop(rcu);
     });
 }

@@ -9,7 +9,7 @@ use rcu_offload_loom_tests::{model, spawn_reader, Bound, Objects};
 
 /// (1) A reader that entered before the writer's grace period never sees the
 /// object the writer frees after it. Mutants caught: `no_reader_fence`,
-/// `no_wake` (deadlock: the GP sleeps forever), `register_late`.
+/// `no_wake` (deadlock: the GP sleeps forever), `register_skipped`.
 #[test]
 fn publish_retire() {
     model(Bound::Exhaustive, || {
@@ -39,7 +39,8 @@ fn publish_retire_two_rounds() {
 }
 
 /// (2) Nested readers: leaving the outer section while an inner one is still
-/// open keeps protecting what was read. Mutant caught: `nest_clear`.
+/// open keeps protecting what was read. Mutant caught: `scan_ignores_nested`
+/// (the grace period takes a reader nested two deep for one outside).
 #[test]
 fn nested_readers() {
     model(Bound::Exhaustive, || {
@@ -64,7 +65,8 @@ fn nested_readers() {
 /// (5) Reader threads that register (first read) and exit while a grace period
 /// runs: one reads and exits, another reads twice. Neither may see a freed
 /// object, and the exit must not stall the grace period. Mutant caught:
-/// `register_late` (the record joins the registry after the reader's entry).
+/// `register_skipped` (the reader's first read leaves its record out of the
+/// registry).
 #[test]
 fn reader_registers_and_exits_during_gp() {
     model(Bound::Preemptions(4), || {

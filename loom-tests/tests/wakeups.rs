@@ -1,9 +1,9 @@
 //! loom models of deferred wakeups: wake levels, the group timer and the
 //! timer service (src/wake.rs, src/timer.rs, src/nocb.rs).
 //!
-//! The domain has one shard and runs with `loom_caller_runs_callbacks`: the
+//! The domain has one shard and runs with `ModelBuilder::caller_runs_callbacks`: the
 //! model's main thread queues callbacks and then *is* the shard's CB worker
-//! (`Rcu::loom_run_callbacks`), running callbacks until its own have run.
+//! (`model::run_callbacks`), running callbacks until its own have run.
 //! It kicks nobody: a callback that nobody will advance leaves the main
 //! thread asleep in the CB worker's sleep, the GP worker asleep, the engine
 //! and the timer thread idle, and loom reports a deadlock. The threads are
@@ -21,13 +21,14 @@
 
 use std::sync::Arc;
 
+use rcu_offload::model::{ModelBuilder, WakeLevel};
 use rcu_offload::Rcu;
 use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Ran};
 
 fn domain(nobypass_limit: usize) -> Rcu {
     one_shard()
         .nobypass_limit(nobypass_limit)
-        .loom_caller_runs_callbacks()
+        .caller_runs_callbacks()
         .build()
         .unwrap()
 }
@@ -42,8 +43,8 @@ fn counted(rcu: &Rcu, done: &Arc<Ran>, lazy: bool) {
     }
 }
 
-/// (W1) **The seed scenario** (DESIGN.md, "The invariant the seed bug
-/// broke"). A first callback goes to the segmented list and wakes the GP
+/// (W1) **The seed scenario** (docs/design.md, the wake-level
+/// invariant). A first callback goes to the segmented list and wakes the GP
 /// worker, which asks for a grace period and sleeps waiting for it. A lazy
 /// callback then goes to the bypass and defers its wake (LAZY, timer armed):
 /// the GP worker is asleep on a grace period with a bypass flush pending.
@@ -71,8 +72,8 @@ fn seed_timer_cancel_keeps_level_inline_gp() {
         seed_scenario(
             one_shard()
                 .nobypass_limit(usize::MAX)
-                .loom_caller_runs_callbacks()
-                .loom_inline_grace_periods()
+                .caller_runs_callbacks()
+                .inline_grace_periods()
                 .build()
                 .unwrap(),
         )
@@ -153,14 +154,21 @@ fn lazy_never_downgrades_pending_wake() {
         let done = Ran::new();
         let g = rcu.read();
         counted(&rcu, &done, false);
-        let (level, timer, resets, _) = rcu.loom_wake_state(0);
+        let before = rcu_offload::model::wake_state(&rcu, 0);
         counted(&rcu, &done, true);
-        let (level2, timer2, resets2, _) = rcu.loom_wake_state(0);
-        if resets2 == resets && level >= 3 {
-            assert!(level2 >= level, "LAZY downgraded level {level} to {level2}");
+        let after = rcu_offload::model::wake_state(&rcu, 0);
+        if after.resets == before.resets && before.level >= WakeLevel::Wake {
             assert!(
-                timer2 <= timer,
-                "LAZY postponed the deferred wake: {timer:?} to {timer2:?}"
+                after.level >= before.level,
+                "LAZY downgraded level {:?} to {:?}",
+                before.level,
+                after.level
+            );
+            assert!(
+                after.timer <= before.timer,
+                "LAZY postponed the deferred wake: {:?} to {:?}",
+                before.timer,
+                after.timer
             );
         }
         drop(g);

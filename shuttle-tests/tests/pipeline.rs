@@ -158,7 +158,7 @@ impl Coverage {
 }
 
 fn producer(rcu: Rcu, w: Arc<World>, i: usize) {
-    rcu_offload::loom_set_shard(i);
+    rcu_offload::model::set_shard(i);
     for k in 0..PER_PRODUCER {
         let idx = i * PER_PRODUCER + k;
         let cb = |rcu: &Rcu, cookie, in_section| Callback {

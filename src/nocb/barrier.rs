@@ -27,23 +27,26 @@
 //! the shard's locks, after storing the sequence's start: a `call()` that
 //! the barrier's look missed took those locks after it, and so reads the
 //! new sequence and is not covered (loom model
-//! `concurrent_barriers_share_work`). A full fence before reading
-//! `barrier_seq` (the kernel's `smp_mb()` in `rcu_barrier`) was needed
-//! while the look read shard lengths without locks (mutant
-//! `barrier_no_opening_fence`, killed then by the same model). Since the
-//! bypass flush made the look take the locks, it is redundant (the mutant
-//! now survives, as an equivalent one); it stays, costing one fence per
-//! barrier, so that a future lock-free look cannot reopen the hole.
+//! `concurrent_barriers_share_work`). The full fence before reading
+//! `barrier_seq` (the kernel's `smp_mb()` in `rcu_barrier`) orders the
+//! caller's earlier `call()`s before that read; the locks of the look order
+//! them as well, so the fence is what keeps a lock-free look at the shards,
+//! should one ever replace the locked one, from missing a `call()`.
 //! Callbacks queued by callbacks after the barrier began are not waited
 //! for.
 
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use crate::callback::Slot;
-use crate::domain::Core;
+use crate::mutants::mutant;
 use crate::segcblist::DONE;
 use crate::seq;
-use crate::sync::{fence, mutant, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
+
+use super::shard::Shard;
+use super::wake::{WakeOwed, Wakes};
 
 /// Per-domain barrier bookkeeping.
 pub(crate) struct BarrierState {
@@ -104,75 +107,79 @@ pub(crate) fn signal_ran_barriers() {
     }
 }
 
-/// Wait until every callback of `core`'s domain queued before this call has
-/// run. The caller has checked that it is neither reading nor a callback of
-/// this domain.
-pub(crate) fn barrier(core: &Core) {
-    let nocb = &core.nocb;
-    let state = &nocb.barrier;
-    // Order the caller's earlier `call()`s before the barrier-sequence read
-    // below, as the kernel's `rcu_barrier` does with `smp_mb()`. Redundant
-    // while the look below takes every shard's locks (module docs).
-    if !mutant("barrier_no_opening_fence") {
+impl BarrierState {
+    /// Wait until every callback queued on `shards` before this call has
+    /// run; `wakes` wakes the workers a flush or an entrain owes. The
+    /// caller has checked that it is neither reading nor a callback of this
+    /// domain.
+    pub(crate) fn run(&self, shards: &[CachePadded<Shard>], wakes: &Wakes) {
+        // Order the caller's earlier `call()`s before the barrier-sequence
+        // read below, as the kernel's `rcu_barrier` does with `smp_mb()`
+        // (module docs).
         fence(Ordering::SeqCst);
-    }
-    let s = seq::snap(state.seq.load(Ordering::Acquire));
-    let _serial = state.lock.lock();
-    if seq::done(state.seq.load(Ordering::Acquire), s) {
-        // A whole barrier started and ended after we arrived.
-        return;
-    }
-    state.seq.store(
-        seq::start(state.seq.load(Ordering::Relaxed)),
-        Ordering::Relaxed,
-    );
-    // Order the caller's earlier accesses (its `call()`s, and what it saw of
-    // other threads' calls) before the length reads below (kernel: the
-    // `smp_mb()` at the top of `rcu_barrier`).
-    fence(Ordering::SeqCst);
-    let pending = Arc::new(Pending {
-        remaining: Mutex::new(1),
-        cv: Condvar::new(),
-    });
-    for (i, shard) in nocb.shards.iter().enumerate() {
-        // Under both locks (bypass, then list): flush the bypass, so that
-        // its callbacks (lazy ones too) run before ours, then entrain. The
-        // locks order every `call()` that happened before us, on any thread,
-        // before this look at the shard.
-        let mut b = shard.bypass.lock();
-        let mut l = shard.list.lock();
-        // Mutant `barrier_skips_bypass`: entrain without flushing first.
-        let owed = !mutant("barrier_skips_bypass") && shard.flush_bypass(&mut b, &mut l);
-        drop(b);
-        if shard.len.load(Ordering::Relaxed) == 0 {
-            continue;
+        let s = seq::snap(self.seq.load(Ordering::Acquire));
+        let _serial = self.lock.lock();
+        if seq::done(self.seq.load(Ordering::Acquire), s) {
+            // A whole barrier started and ended after we arrived.
+            return;
         }
-        *pending.remaining.lock() += 1;
-        let p = Arc::clone(&pending);
-        // Runs on the shard's CB worker, after every callback queued before
-        // it; the worker signals once it has accounted for them.
-        let seg = l.cbs.entrain(Slot::new(move || {
-            RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
-        }));
-        l.barrier_entrained += 1;
-        shard.len_add(&l, 1);
-        drop(l);
-        if seg == DONE {
-            nocb.wake_cb_worker(i);
+        self.seq.store(
+            seq::start(self.seq.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        // Order the caller's earlier accesses (its `call()`s, and what it saw
+        // of other threads' calls) before the length reads below (kernel:
+        // the `smp_mb()` at the top of `rcu_barrier`).
+        fence(Ordering::SeqCst);
+        let pending = Arc::new(Pending {
+            remaining: Mutex::new(1),
+            cv: Condvar::new(),
+        });
+        for (i, shard) in shards.iter().enumerate() {
+            // Under both locks (bypass, then list): flush the bypass, so that
+            // its callbacks (lazy ones too) run before ours, then entrain.
+            // The locks order every `call()` that happened before us, on any
+            // thread, before this look at the shard.
+            let mut b = shard.bypass.lock();
+            let mut l = shard.list.lock();
+            // Mutant `barrier_skips_bypass`: entrain without flushing first.
+            let owed = if mutant!(BarrierSkipsBypass) {
+                WakeOwed::Nothing
+            } else {
+                shard.flush_bypass(&mut b, &mut l)
+            };
+            drop(b);
+            if shard.len_locked(&l) == 0 {
+                continue;
+            }
+            *pending.remaining.lock() += 1;
+            let p = Arc::clone(&pending);
+            // Runs on the shard's CB worker, after every callback queued
+            // before it; the worker signals once it has accounted for them.
+            let seg = shard.entrain(
+                &mut l,
+                Slot::new(move || {
+                    RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
+                }),
+            );
+            drop(l);
+            if seg == DONE {
+                shard.cb.wake();
+            }
+            if owed == WakeOwed::GpWorker {
+                // The flush gave the list its first pending callbacks.
+                wakes.wake_gp_worker(wakes.group_index(i));
+            }
         }
-        if owed {
-            // The flush gave the list its first pending callbacks.
-            nocb.wake_gp_worker(nocb.group_of(i));
+        pending.done_one();
+        let mut r = pending.remaining.lock();
+        while *r != 0 {
+            pending.cv.wait(&mut r);
         }
+        drop(r);
+        self.seq.store(
+            seq::end(self.seq.load(Ordering::Relaxed)),
+            Ordering::Release,
+        );
     }
-    pending.done_one();
-    let mut r = pending.remaining.lock();
-    while *r != 0 {
-        pending.cv.wait(&mut r);
-    }
-    drop(r);
-    state.seq.store(
-        seq::end(state.seq.load(Ordering::Relaxed)),
-        Ordering::Release,
-    );
 }

@@ -12,19 +12,21 @@
 //! returned `true` before that domain's first reader ran, and then every
 //! [`private_expedited`] call really is a process-wide barrier; if the command
 //! ever fails after a successful registration, we abort rather than continue
-//! with readers that are not fenced. Under loom this module is not compiled:
-//! the facade models both halves as `SeqCst` fences (loom model
-//! `publish_retire`).
+//! with readers that are not fenced. Outside Linux there is no membarrier:
+//! [`available`] says so, and readers use full fences. Under the model
+//! checkers this module is not compiled: the facade models both halves as
+//! `SeqCst` fences (loom model `publish_retire`).
 
+use std::ffi::{c_int, c_long};
 use std::sync::OnceLock;
 
 // From <linux/membarrier.h>; stable kernel ABI.
-const MEMBARRIER_CMD_QUERY: libc::c_int = 0;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+const MEMBARRIER_CMD_QUERY: c_int = 0;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: c_int = 1 << 4;
 
 #[cfg(target_os = "linux")]
-fn membarrier(cmd: libc::c_int) -> libc::c_long {
+fn membarrier(cmd: c_int) -> c_long {
     // SAFETY: membarrier takes (int cmd, unsigned int flags, int cpu_id); it
     // reads no user memory, so any command value is memory-safe.
     unsafe {
@@ -38,7 +40,7 @@ fn membarrier(cmd: libc::c_int) -> libc::c_long {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn membarrier(_cmd: libc::c_int) -> libc::c_long {
+fn membarrier(_cmd: c_int) -> c_long {
     -1
 }
 
@@ -55,7 +57,7 @@ pub(crate) fn available() -> bool {
             return false;
         }
         let mask = membarrier(MEMBARRIER_CMD_QUERY);
-        if mask < 0 || mask & (MEMBARRIER_CMD_PRIVATE_EXPEDITED as libc::c_long) == 0 {
+        if mask < 0 || mask & (MEMBARRIER_CMD_PRIVATE_EXPEDITED as c_long) == 0 {
             return false;
         }
         membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0

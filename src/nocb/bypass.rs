@@ -26,9 +26,9 @@
 //!   non-empty asks for a deferred wake at BYPASS (LAZY if lazy), and a GP
 //!   worker's scan that leaves it behind (young, or its try-lock failed)
 //!   asks again before sleeping. The scan flushes it once it is old or long.
-//! * **Lengths.** `Shard::bypass_len` mirrors the bypass length, written
+//! * **Lengths.** The shard's bypass length mirrors this one, written
 //!   only under the bypass lock; a flush moves the count into the shard
-//!   length under both locks.
+//!   length under both locks (shard.rs).
 //!
 //! Checked by the loom models `bypass_flush_races_enqueue`,
 //! `barrier_entrain_races_bypass_flush` and `lazy_promotion`
@@ -36,6 +36,10 @@
 //! `gp_trylock_fail_no_defer`, `barrier_skips_bypass`, `lazy_no_promote`).
 
 use crate::callback::{BlockCache, CbQueue, Slot};
+use crate::mutants::mutant;
+
+use super::env::CallKind;
+use super::wake::Traffic;
 
 /// While in a flood, the clock is read once per this many enqueues.
 pub(crate) const CLOCK_EVERY: u64 = 32;
@@ -63,12 +67,30 @@ impl Bypass {
     /// Count one enqueue and tell whether the shard is in a flood: more than
     /// `limit` enqueues in the current tick of `tick_ns` nanoseconds.
     #[inline]
-    pub(crate) fn count_enqueue(&mut self, limit: u64, tick_ns: u64) -> bool {
+    pub(crate) fn count_enqueue(&mut self, limit: u64, tick_ns: u64) -> Traffic {
         self.count += 1;
         if self.count > limit && (self.count - limit) % CLOCK_EVERY == 1 {
             self.sample_clock(limit, tick_ns);
         }
-        self.count > limit
+        if self.count > limit {
+            Traffic::Flood
+        } else {
+            Traffic::Normal
+        }
+    }
+
+    /// Does a callback of `kind` join the bypass, rather than flush it into
+    /// the list first? A lazy callback always joins; a non-lazy one only in
+    /// a flood, and never a lazy-only bypass: it flushes that one instead,
+    /// promoting the lazy callbacks to a normal wait (mutant
+    /// `lazy_no_promote`: it joins and waits out the lazy timeout).
+    #[inline]
+    pub(crate) fn admits(&self, kind: CallKind, traffic: Traffic) -> bool {
+        match kind {
+            CallKind::Lazy => true,
+            CallKind::Normal if self.lazy_only() => mutant!(LazyNoPromote),
+            CallKind::Normal => traffic == Traffic::Flood,
+        }
     }
 
     /// Read the clock; on a new tick, let the count decay.
@@ -96,13 +118,13 @@ impl Bypass {
     }
 
     /// Append a callback; returns whether the bypass was empty.
-    pub(crate) fn push(&mut self, slot: Slot, lazy: bool) -> bool {
+    pub(crate) fn push(&mut self, slot: Slot, kind: CallKind) -> bool {
         let was_empty = self.q.len() == 0;
         if was_empty {
             self.first = self.now;
         }
         self.q.push_back(slot, &mut self.cache);
-        self.lazy += lazy as usize;
+        self.lazy += (kind == CallKind::Lazy) as usize;
         self.queued += 1;
         was_empty
     }
@@ -130,7 +152,7 @@ impl Bypass {
     }
 }
 
-#[cfg(all(test, not(any(loom, shuttle))))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -140,7 +162,9 @@ mod tests {
         // A huge tick: every enqueue is in the same tick.
         let tick = u64::MAX / 2;
         b.sample_clock(4, tick);
-        let floods: Vec<bool> = (0..6).map(|_| b.count_enqueue(4, tick)).collect();
+        let floods: Vec<bool> = (0..6)
+            .map(|_| b.count_enqueue(4, tick) == Traffic::Flood)
+            .collect();
         assert_eq!(floods, [false, false, false, false, true, true]);
     }
 
@@ -153,7 +177,7 @@ mod tests {
         // Tick of 1 ns: the next clock sample is many ticks later, so the
         // count falls back to one.
         b.sample_clock(4, 1);
-        assert!(!b.count_enqueue(4, 1));
+        assert_eq!(b.count_enqueue(4, 1), Traffic::Normal);
     }
 
     #[test]
@@ -162,14 +186,14 @@ mod tests {
             now: 1000,
             ..Default::default()
         };
-        assert!(b.push(Slot::new(|| ()), true));
+        assert!(b.push(Slot::new(|| ()), CallKind::Lazy));
         assert!(b.lazy_only());
         assert!(
             !b.should_flush(1500, 10, 100, 1000),
             "lazy waits its timeout"
         );
         assert!(b.should_flush(2000, 10, 100, 1000));
-        assert!(!b.push(Slot::new(|| ()), false));
+        assert!(!b.push(Slot::new(|| ()), CallKind::Normal));
         assert!(!b.lazy_only());
         assert!(b.should_flush(1100, 10, 100, 1000), "non-lazy: a tick");
         assert!(b.should_flush(1000, 2, 100, 1000), "long");

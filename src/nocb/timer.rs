@@ -17,19 +17,17 @@
 //! cancelled or moved first. It may fire late (the thread may be descheduled,
 //! or busy with another group), and nothing may depend on when: every
 //! deferred wake the timer performs is also correct if performed at once.
-//! Under loom there is no time, so the service fires an armed timer at any
-//! point of the execution loom chooses after it was armed, and moves model
-//! time to its deadline (`sync::advance_model_time`): "a tick has passed"
+//! The clock's verdict on a deadline comes from the sync facade
+//! ([`TimerClock`]): real time, or, in the models, "due now", which fires an
+//! armed timer at whatever point of the execution the checker picked after
+//! it was armed, and moves model time to its deadline: "a tick has passed"
 //! becomes true exactly when a timer for it has fired. Checked by every
 //! model in loom-tests/tests/wakeups.rs and bypass.rs, which run this thread.
 //!
-//! [`GroupWake`]: crate::wake::GroupWake
-//! [`GroupWake::fire`]: crate::wake::GroupWake::fire
+//! [`GroupWake`]: super::wake::GroupWake
+//! [`GroupWake::fire`]: super::wake::GroupWake::fire
 
-use std::sync::Arc;
-
-use crate::domain::Core;
-use crate::sync::{now_ns, spawn_named, Condvar, JoinHandle, Mutex};
+use crate::sync::{Condvar, JoinHandle, Mutex, TimerClock};
 
 struct TimerState {
     /// Latest deadline scheduled per group (a stale copy once cancelled).
@@ -63,18 +61,17 @@ impl TimerService {
     /// Fire group `g`'s timer at `deadline`, replacing any earlier schedule.
     /// Called with the group's wake lock held (lock order: group wake lock,
     /// then this service's lock; the service never holds its lock while it
-    /// takes a group's). Starts the thread on first use; notifies it only
-    /// if the new deadline is earlier than when it will look anyway.
-    pub(crate) fn schedule(&self, core: &Arc<Core>, g: usize, deadline: u64) {
+    /// takes a group's). Starts the thread with `spawn` on first use (it
+    /// runs [`run`](TimerService::run)); notifies it only if the new
+    /// deadline is earlier than when it will look anyway.
+    pub(crate) fn schedule(&self, g: usize, deadline: u64, spawn: impl FnOnce() -> JoinHandle<()>) {
         let mut s = self.state.lock();
         if s.stop {
             return;
         }
         s.deadlines[g] = Some(deadline);
         if s.thread.is_none() {
-            let c = Arc::clone(core);
-            let name = format!("{}rcu_timer", core.thread_name_prefix());
-            s.thread = Some(spawn_named(name, move || c.nocb.timer.run(&c)));
+            s.thread = Some(spawn());
         }
         if deadline < s.sleeping_until {
             drop(s);
@@ -82,9 +79,9 @@ impl TimerService {
         }
     }
 
-    /// The thread's loop: sleep until the earliest deadline, then fire every
-    /// due timer (outside the service lock).
-    fn run(&self, core: &Core) {
+    /// The thread's loop: sleep until the earliest deadline, then `fire`
+    /// every due timer (group, deadline), outside the service lock.
+    pub(crate) fn run(&self, fire: impl Fn(usize, u64)) {
         let mut due: Vec<(usize, u64)> = Vec::new();
         loop {
             {
@@ -99,37 +96,30 @@ impl TimerService {
                         .enumerate()
                         .filter_map(|(g, d)| d.map(|d| (d, g)))
                         .min();
-                    let Some((d, g)) = earliest else {
+                    let Some((d, _)) = earliest else {
                         s.sleeping_until = u64::MAX;
                         self.cv.wait(&mut s);
                         continue;
                     };
-                    if cfg!(any(loom, shuttle)) {
-                        // No time: fire the earliest timer now, which is
-                        // any point after it was armed that loom picked.
-                        s.deadlines[g] = None;
-                        #[cfg(any(loom, shuttle))]
-                        crate::sync::advance_model_time(d);
-                        due.push((g, d));
-                        break;
-                    }
-                    let now = now_ns();
-                    if d <= now {
-                        for (g, slot) in s.deadlines.iter_mut().enumerate() {
-                            if let Some(d) = slot.take_if(|d| *d <= now) {
-                                due.push((g, d));
+                    match TimerClock::check(d) {
+                        TimerClock::Due { now } => {
+                            for (g, slot) in s.deadlines.iter_mut().enumerate() {
+                                if let Some(d) = slot.take_if(|d| *d <= now) {
+                                    due.push((g, d));
+                                }
                             }
+                            break;
                         }
-                        break;
+                        TimerClock::Wait(timeout) => {
+                            s.sleeping_until = d;
+                            self.cv.wait_for(&mut s, timeout);
+                        }
                     }
-                    s.sleeping_until = d;
-                    self.cv
-                        .wait_for(&mut s, std::time::Duration::from_nanos(d - now));
                 }
                 s.sleeping_until = 0;
             }
             for (g, d) in due.drain(..) {
-                core.nocb.timer_fired(g, d);
+                fire(g, d);
             }
         }
     }

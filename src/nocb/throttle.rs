@@ -38,7 +38,8 @@
 //! [`Stats::throttled`]: crate::Stats::throttled
 //! [`Stats::throttle_expedited`]: crate::Stats::throttle_expedited
 
-use crate::sync::{fence, mutant, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::mutants::mutant;
+use crate::sync::{fence, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
 
 /// The domain's throttle state.
 pub(crate) struct Throttle {
@@ -86,7 +87,7 @@ impl Throttle {
     ) {
         let mut g = self.lock.lock();
         self.waiters.fetch_add(1, Ordering::Relaxed);
-        if !mutant("throttle_no_fence") {
+        if !mutant!(ThrottleNoFence) {
             // Pairs with the fence in `released`.
             fence(Ordering::SeqCst);
         }
@@ -107,7 +108,7 @@ impl Throttle {
     /// is now at or below low water.
     #[inline]
     pub(crate) fn released(&self, backlog: impl Fn() -> usize) {
-        if !mutant("throttle_no_fence") {
+        if !mutant!(ThrottleNoFence) {
             // Pairs with the fence in `wait`.
             fence(Ordering::SeqCst);
         }

@@ -1,24 +1,26 @@
-//! The public layer: [`Rcu`] handles, their [`Builder`], polled-grace-period
+//! The public layer: [`Rcu`] handles, their [`Builder`](crate::Builder), polled-grace-period
 //! cookies and the process-wide [`global`] domain.
 //!
 //! This module is a thin shell over the private core (`reader.rs`, `gp.rs`):
 //! it owns the domain's lifetime and turns misuse into clear panics or
-//! [`ConfigError`]s. It keeps one invariant of its own: the domain's worker
+//! [`ConfigError`](crate::ConfigError)s. It keeps one invariant of its own: the domain's worker
 //! threads hold the core but never a handle, so dropping the last [`Rcu`]
 //! handle is what stops and joins them (checked by the loom model
 //! `domain_drop_joins_engine` in loom-tests/tests/grace_period.rs).
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::callback::Slot;
 use crate::gp::GpState;
 use crate::nocb::{
-    default_stride, in_any_callback, in_callback_of, Config as NocbConfig, Nocb, Stats,
+    in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Nocb, Worker,
 };
 use crate::reader::{ReadGuard, ReadState};
-use crate::sync::{spawn_named, AtomicUsize, Ordering};
+use crate::stats::{self, Stats};
+use crate::sync::{cfg_real, spawn_named, AtomicUsize, JoinHandle, Ordering, ReaderFences};
+
+pub(crate) mod builder;
 
 /// Shared state of one domain, held by handles and by its worker threads.
 pub(crate) struct Core {
@@ -30,32 +32,47 @@ pub(crate) struct Core {
     thread_name_prefix: String,
 }
 
+/// What a validated [`Builder`](crate::Builder) makes a domain of.
+pub(crate) struct DomainParts {
+    pub(crate) fences: ReaderFences,
+    pub(crate) gp_spin_limit: u32,
+    pub(crate) thread_name_prefix: String,
+    pub(crate) callbacks: NocbConfig,
+}
+
 impl Core {
-    pub(crate) fn thread_name_prefix(&self) -> &str {
-        &self.thread_name_prefix
+    /// Start `worker` on a thread of its own that holds a share of the
+    /// domain, and run its loop there.
+    fn spawn(self: &Arc<Core>, worker: Worker) -> JoinHandle<()> {
+        let core = Arc::clone(self);
+        spawn_named(worker.name(&self.thread_name_prefix), move || {
+            let spawn = |w| Core::spawn(&core, w);
+            let env = core.env(&spawn);
+            match worker {
+                Worker::Gp { group, .. } => core.nocb.gp_worker(env, group),
+                Worker::Cb { shard } => core.nocb.cb_worker(env, shard),
+                Worker::Timer => core.nocb.run_timer(),
+                Worker::Engine => core.gp.engine_loop(&core.reader, || {
+                    core.nocb.gp_completed(|s| core.gp.is_done(s))
+                }),
+            }
+        })
     }
 
-    /// Make sure grace period `target` runs without anyone blocking on it:
-    /// the engine thread (started here if needed) runs it, and tells the GP
-    /// workers when it is done.
-    pub(crate) fn request_gp(self: &Arc<Core>, target: u64) {
-        if self.gp.is_done(target) {
-            return;
+    /// What the callback machinery is handed: the layers below it, and
+    /// `spawn` to start its threads.
+    fn env<'a>(&'a self, spawn: &'a (dyn Fn(Worker) -> JoinHandle<()> + Sync)) -> Env<'a> {
+        Env {
+            reader: &self.reader,
+            gp: &self.gp,
+            spawn,
         }
-        let core = Arc::clone(self);
-        let name = format!("{}rcu_gp", self.thread_name_prefix);
-        self.gp.request(target, move || {
-            spawn_named(name, move || {
-                core.gp
-                    .engine_loop(&core.reader, || core.nocb.gp_completed(&core.gp))
-            })
-        });
     }
 
     /// Stop everything: run pending callbacks, then stop the callback
     /// workers, then the engine.
     fn shutdown(&self) {
-        self.nocb.shutdown(self);
+        self.nocb.shutdown();
         self.gp.shutdown();
     }
 }
@@ -86,7 +103,7 @@ impl Core {
 ///   leave that wake to the domain's timer thread (`{prefix}rcu_timer`). The
 ///   callback itself runs on the shard's callback worker (`{prefix}rcuo/N`)
 ///   after a grace period that the engine thread runs. Only above the
-///   memory bound ([`Builder::high_water`]) does an ordinary thread's `call`
+///   memory bound ([`Builder::high_water`](crate::Builder::high_water)) does an ordinary thread's `call`
 ///   block, until the callback workers have caught up.
 /// * [`barrier`](Rcu::barrier) blocks the caller until the callback workers
 ///   have run every earlier callback.
@@ -151,426 +168,7 @@ pub struct GpCookie {
     domain: u64,
 }
 
-/// Why [`Builder::build`] refused a configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    field: &'static str,
-    message: String,
-}
-
-impl ConfigError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            field,
-            message: message.into(),
-        }
-    }
-
-    /// The name of the [`Builder`] method whose value was refused.
-    pub fn field(&self) -> &'static str {
-        self.field
-    }
-
-    /// Why the value was refused.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid rcu_offload configuration: {}: {}",
-            self.field, self.message
-        )
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Largest accepted [`Builder::gp_spin_limit`].
-pub const MAX_GP_SPIN_LIMIT: u32 = 1 << 20;
-/// Longest accepted [`Builder::thread_name_prefix`], in bytes, so that worker
-/// names (`{prefix}rcu_gp`, `{prefix}rcu_reap`, and per shard up to
-/// `{prefix}rcuog/999`) fit Linux's 15-byte thread names.
-pub const MAX_THREAD_NAME_PREFIX: usize = 6;
-
-/// Configuration of a new domain; see [`Rcu::builder`].
-///
-/// Setters return the builder by value, so an unused result is a mistake.
-///
-/// ```
-/// let rcu = rcu_offload::Rcu::builder()
-///     .thread_name_prefix("db-")
-///     .gp_spin_limit(500)
-///     .build()
-///     .expect("valid configuration");
-/// rcu.synchronize();
-///
-/// let err = rcu_offload::Rcu::builder().gp_spin_limit(u32::MAX).build().unwrap_err();
-/// assert_eq!(err.field(), "gp_spin_limit");
-/// ```
-#[derive(Clone, Debug)]
-#[must_use = "a Builder does nothing until build() is called"]
-pub struct Builder {
-    membarrier: bool,
-    gp_spin_limit: u32,
-    thread_name_prefix: String,
-    shards: Option<usize>,
-    gp_stride: Option<usize>,
-    callback_batch_limit: usize,
-    tick: Duration,
-    lazy_timeout: Duration,
-    nobypass_limit: usize,
-    bypass_max: usize,
-    high_water: usize,
-    low_water: Option<usize>,
-    caller_runs_callbacks: bool,
-    wake_rate_limit: bool,
-    inline_gp: bool,
-}
-
-/// Largest accepted [`Builder::shards`] (worker names must fit 15 bytes).
-pub const MAX_SHARDS: usize = 1000;
-
-/// Default [`Builder::callback_batch_limit`].
-pub const DEFAULT_CALLBACK_BATCH_LIMIT: usize = 1024;
-
-/// Default [`Builder::tick`]: 1 ms.
-pub const DEFAULT_TICK: Duration = Duration::from_millis(1);
-
-/// Default [`Builder::lazy_timeout`]: 1 s (the kernel's default lazy flush).
-pub const DEFAULT_LAZY_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Default [`Builder::nobypass_limit`]: 16 enqueues per tick (the kernel's
-/// `nocb_nobypass_lim_per_jiffy` at HZ=1000).
-pub const DEFAULT_NOBYPASS_LIMIT: usize = 16;
-
-/// Default [`Builder::bypass_max`]: 10,000 callbacks (the kernel's
-/// `qhimark`).
-pub const DEFAULT_BYPASS_MAX: usize = 10_000;
-
-/// Default [`Builder::high_water`]: 100,000 pending callbacks (3.2 MB of
-/// queue, plus whatever the callbacks own).
-pub const DEFAULT_HIGH_WATER: usize = 100_000;
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            membarrier: true,
-            // Under loom, go straight to the sleeping path: it is the one with
-            // a wakeup protocol to check, and spinning only multiplies states.
-            gp_spin_limit: if cfg!(any(loom, shuttle)) { 0 } else { 1000 },
-            thread_name_prefix: String::new(),
-            shards: None,
-            gp_stride: None,
-            callback_batch_limit: DEFAULT_CALLBACK_BATCH_LIMIT,
-            tick: DEFAULT_TICK,
-            lazy_timeout: DEFAULT_LAZY_TIMEOUT,
-            nobypass_limit: DEFAULT_NOBYPASS_LIMIT,
-            bypass_max: DEFAULT_BYPASS_MAX,
-            high_water: DEFAULT_HIGH_WATER,
-            low_water: None,
-            caller_runs_callbacks: false,
-            wake_rate_limit: true,
-            inline_gp: false,
-        }
-    }
-}
-
-impl Builder {
-    /// Whether readers may rely on `membarrier(2)` (default `true`).
-    ///
-    /// With `true`, readers execute only compiler fences if the kernel offers
-    /// `MEMBARRIER_CMD_PRIVATE_EXPEDITED` (checked once per process, when the
-    /// first domain with `membarrier(true)` is built); otherwise, or with
-    /// `false`, readers
-    /// execute a full fence on outermost entry and exit and grace periods
-    /// need no system call.
-    pub fn membarrier(mut self, enable: bool) -> Self {
-        self.membarrier = enable;
-        self
-    }
-
-    /// How many times a grace period re-checks a reader it waits for before
-    /// going to sleep until that reader leaves (default 1000; at most
-    /// [`MAX_GP_SPIN_LIMIT`]).
-    pub fn gp_spin_limit(mut self, iterations: u32) -> Self {
-        self.gp_spin_limit = iterations;
-        self
-    }
-
-    /// Prefix for the names of the domain's worker threads (default empty; at
-    /// most [`MAX_THREAD_NAME_PREFIX`] bytes, no NUL).
-    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.thread_name_prefix = prefix.into();
-        self
-    }
-
-    /// Number of callback shards, each with its own queue, lock and
-    /// callback worker thread (default: [`std::thread::available_parallelism`],
-    /// at most [`MAX_SHARDS`]; 1 under loom). A thread is given a shard at its
-    /// first `call()` (round robin over threads) and keeps it.
-    pub fn shards(mut self, n: usize) -> Self {
-        self.shards = Some(n);
-        self
-    }
-
-    /// Shards per grace-period worker (default about `n / isqrt(n)` for `n`
-    /// shards, as the kernel's `rcu_nocb_gp_stride`). Each group of `stride`
-    /// consecutive shards shares one GP worker thread.
-    pub fn gp_stride(mut self, stride: usize) -> Self {
-        self.gp_stride = Some(stride);
-        self
-    }
-
-    /// How many callbacks a callback worker invokes before it takes its
-    /// shard's lock again to account for them (default
-    /// [`DEFAULT_CALLBACK_BATCH_LIMIT`]). Smaller values let `barrier()` and
-    /// `stats()` see progress sooner; larger ones cost fewer lock round trips.
-    pub fn callback_batch_limit(mut self, limit: usize) -> Self {
-        self.callback_batch_limit = limit;
-        self
-    }
-
-    /// The domain's tick (default [`DEFAULT_TICK`], between 10 µs and 1 s):
-    /// the unit of flood detection and wake rate-limiting, the age at which
-    /// a bypass list is flushed, and the delay of a deferred wake (the
-    /// kernel's jiffy).
-    pub fn tick(mut self, tick: Duration) -> Self {
-        self.tick = tick;
-        self
-    }
-
-    /// How long a lazy callback ([`Rcu::call_lazy`]) may wait to be batched
-    /// with others before its grace period starts (default
-    /// [`DEFAULT_LAZY_TIMEOUT`]; at least one tick, at most an hour).
-    pub fn lazy_timeout(mut self, timeout: Duration) -> Self {
-        self.lazy_timeout = timeout;
-        self
-    }
-
-    /// A shard is in a flood, and its callbacks go to its bypass list, once
-    /// more than this many were queued on it in one tick (default
-    /// [`DEFAULT_NOBYPASS_LIMIT`]; `usize::MAX` never uses the bypass for
-    /// non-lazy callbacks).
-    pub fn nobypass_limit(mut self, limit: usize) -> Self {
-        self.nobypass_limit = limit;
-        self
-    }
-
-    /// A bypass list is flushed into the segmented list once it holds this
-    /// many callbacks, or is a tick old (default [`DEFAULT_BYPASS_MAX`], at
-    /// least 1).
-    pub fn bypass_max(mut self, max: usize) -> Self {
-        self.bypass_max = max;
-        self
-    }
-
-    /// The memory bound: when more than this many callbacks are pending in
-    /// the domain, `call()` expedites and, from an ordinary thread, blocks
-    /// until the backlog is below [`low_water`](Builder::low_water)
-    /// (default [`DEFAULT_HIGH_WATER`]; `usize::MAX` disables throttling).
-    /// See [`Rcu::call`] for who blocks and who does not.
-    ///
-    /// In a sustained flood the backlog sits between the two marks, so the
-    /// mark also sets how long a callback's data waits, cooling in memory,
-    /// before its callback runs. The default lets large bursts through
-    /// without blocking; for steady floods of small callbacks a lower mark
-    /// keeps the backlog in cache and runs faster (the README's flood
-    /// benchmark, with its figures).
-    pub fn high_water(mut self, high: usize) -> Self {
-        self.high_water = high;
-        self
-    }
-
-    /// Where a throttled `call()` resumes (default: half the high-water
-    /// mark; must be below it).
-    pub fn low_water(mut self, low: usize) -> Self {
-        self.low_water = Some(low);
-        self
-    }
-
-    /// loom only: start no callback-worker threads; the model's own thread
-    /// runs the callbacks with [`Rcu::loom_run_callbacks`], which saves a
-    /// thread in models of the wake protocols.
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_caller_runs_callbacks(mut self) -> Self {
-        self.caller_runs_callbacks = true;
-        self
-    }
-
-    /// loom only: never defer a wake for rate-limiting. Model time stands
-    /// still, so every direct wake after the first would otherwise be
-    /// deferred to the timer thread; models of other protocols use this to
-    /// stay within loom's thread budget (the deferral itself is modelled in
-    /// loom-tests/tests/wakeups.rs).
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_no_wake_rate_limit(mut self) -> Self {
-        self.wake_rate_limit = false;
-        self
-    }
-
-    /// loom only: the GP worker runs each grace period itself instead of
-    /// asking the engine thread (the path it takes anyway when the engine
-    /// thread cannot be started), which saves a thread in models of the
-    /// wake protocols whose GP worker need not sleep on a grace period.
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_inline_grace_periods(mut self) -> Self {
-        self.inline_gp = true;
-        self
-    }
-
-    /// Create the domain, or say which setting makes no sense.
-    pub fn build(self) -> Result<Rcu, ConfigError> {
-        let shards = match self.shards {
-            Some(n) => n,
-            None if cfg!(any(loom, shuttle)) => 1,
-            None => std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(MAX_SHARDS),
-        };
-        if shards == 0 || shards > MAX_SHARDS {
-            return Err(ConfigError::new(
-                "shards",
-                format!("{shards} shards: need between 1 and {MAX_SHARDS}"),
-            ));
-        }
-        let stride = self.gp_stride.unwrap_or_else(|| default_stride(shards));
-        if stride == 0 || stride > shards {
-            return Err(ConfigError::new(
-                "gp_stride",
-                format!("stride {stride}: need between 1 and the shard count {shards}"),
-            ));
-        }
-        if self.callback_batch_limit == 0 {
-            return Err(ConfigError::new(
-                "callback_batch_limit",
-                "a callback worker must be allowed at least one callback per batch",
-            ));
-        }
-        if self.gp_spin_limit > MAX_GP_SPIN_LIMIT {
-            return Err(ConfigError::new(
-                "gp_spin_limit",
-                format!(
-                    "{} iterations is more than the maximum {MAX_GP_SPIN_LIMIT}; \
-                     a grace period that waits longer should sleep",
-                    self.gp_spin_limit
-                ),
-            ));
-        }
-        if self.thread_name_prefix.len() > MAX_THREAD_NAME_PREFIX {
-            return Err(ConfigError::new(
-                "thread_name_prefix",
-                format!(
-                    "{:?} is {} bytes; at most {MAX_THREAD_NAME_PREFIX} fit in a thread name",
-                    self.thread_name_prefix,
-                    self.thread_name_prefix.len()
-                ),
-            ));
-        }
-        if self.thread_name_prefix.contains('\0') {
-            return Err(ConfigError::new(
-                "thread_name_prefix",
-                "thread names cannot contain NUL",
-            ));
-        }
-        if self.tick < Duration::from_micros(10) || self.tick > Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "tick",
-                format!("{:?}: need between 10 µs and 1 s", self.tick),
-            ));
-        }
-        if self.lazy_timeout < self.tick || self.lazy_timeout > Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "lazy_timeout",
-                format!(
-                    "{:?}: need between one tick ({:?}) and an hour",
-                    self.lazy_timeout, self.tick
-                ),
-            ));
-        }
-        if self.bypass_max == 0 {
-            return Err(ConfigError::new(
-                "bypass_max",
-                "a bypass list must hold at least one callback",
-            ));
-        }
-        let low_water = self.low_water.unwrap_or(self.high_water / 2);
-        if self.high_water == 0 || low_water >= self.high_water {
-            return Err(ConfigError::new(
-                if self.high_water == 0 {
-                    "high_water"
-                } else {
-                    "low_water"
-                },
-                format!(
-                    "high water {} and low water {low_water}: need 0 <= low < high, high >= 1",
-                    self.high_water
-                ),
-            ));
-        }
-        let cfg = NocbConfig {
-            shards,
-            stride,
-            batch_limit: self.callback_batch_limit,
-            tick_ns: self.tick.as_nanos() as u64,
-            lazy_ns: self.lazy_timeout.as_nanos() as u64,
-            nobypass_limit: self.nobypass_limit as u64,
-            bypass_max: self.bypass_max,
-            high_water: self.high_water,
-            low_water,
-            caller_runs_callbacks: self.caller_runs_callbacks,
-            wake_rate_limit: self.wake_rate_limit,
-            inline_gp: self.inline_gp,
-        };
-        let light = self.membarrier && membarrier_available();
-        Ok(Rcu {
-            core: Arc::new(Core {
-                reader: ReadState::new(light, self.gp_spin_limit),
-                gp: GpState::new(),
-                nocb: Nocb::new(cfg),
-                handles: AtomicUsize::new(1),
-                thread_name_prefix: self.thread_name_prefix,
-            }),
-        })
-    }
-}
-
-#[cfg(not(any(loom, shuttle)))]
-fn membarrier_available() -> bool {
-    crate::membarrier::available()
-}
-
-#[cfg(any(loom, shuttle))]
-fn membarrier_available() -> bool {
-    // Irrelevant under loom: both fences are modelled as SeqCst fences.
-    true
-}
-
-impl Default for Rcu {
-    fn default() -> Self {
-        Rcu::new()
-    }
-}
-
 impl Rcu {
-    /// A new domain with the default configuration.
-    pub fn new() -> Rcu {
-        Builder::default()
-            .build()
-            .expect("the default configuration is valid")
-    }
-
-    /// A [`Builder`] to configure a new domain.
-    pub fn builder() -> Builder {
-        Builder::default()
-    }
-
     /// Enter a read-side critical section; it lasts until the guard is dropped.
     ///
     /// Costs about a nanosecond and a half (see the README's benchmarks): the
@@ -652,7 +250,7 @@ impl Rcu {
     /// ```
     pub fn start_poll(&self) -> GpCookie {
         let cookie = self.snapshot();
-        self.core.request_gp(cookie.seq);
+        self.with_env(|env| env.request_gp(cookie.seq));
         cookie
     }
 
@@ -697,7 +295,7 @@ impl Rcu {
     /// inside a read-side section or (in a flood) when a wake was already
     /// issued in this tick, a deferred wake performed by the timer thread; on a shard's
     /// first `call`, the start of its worker threads. In a flood (more than
-    /// [`Builder::nobypass_limit`] calls on the shard in one tick) callbacks
+    /// [`Builder::nobypass_limit`](crate::Builder::nobypass_limit) calls on the shard in one tick) callbacks
     /// go to the shard's bypass list and `call` takes only the one lock.
     /// Closures of up to three words (say a `Box` or an `Arc` plus two
     /// integers) are stored inline in recycled blocks of 30 callbacks, so a
@@ -706,10 +304,10 @@ impl Rcu {
     ///
     /// # The memory bound
     ///
-    /// When more than [`Builder::high_water`] callbacks are pending in the
+    /// When more than [`Builder::high_water`](crate::Builder::high_water) callbacks are pending in the
     /// domain, `call` expedites (flushes every bypass and wakes every GP
     /// worker) and then, on an ordinary thread, **blocks** until at most
-    /// [`Builder::low_water`] are pending ([`Stats::throttled`]). Inside a
+    /// [`Builder::low_water`](crate::Builder::low_water) are pending ([`Stats::throttled`]). Inside a
     /// read-side section of this domain, or inside any callback, it never
     /// blocks: it queues and returns ([`Stats::throttle_expedited`]). Do not
     /// call it from an ordinary thread that holds a lock your callbacks take.
@@ -754,11 +352,11 @@ impl Rcu {
     /// ```
     #[inline]
     pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.core.nocb.call(&self.core, Slot::new(f), false);
+        self.with_env(|env| self.core.nocb.call(env, Slot::new(f), CallKind::Normal));
     }
 
     /// Like [`call`](Rcu::call), but the callback may wait up to the lazy
-    /// timeout ([`Builder::lazy_timeout`], default 1 s) before its grace
+    /// timeout ([`Builder::lazy_timeout`](crate::Builder::lazy_timeout), default 1 s) before its grace
     /// period even starts, to be batched with others (kernel: `call_rcu`
     /// with lazy RCU). Lazy callbacks wake nobody: on an idle system a
     /// trickle of them costs one timer and one grace period per timeout,
@@ -782,32 +380,7 @@ impl Rcu {
     /// ```
     #[inline]
     pub fn call_lazy<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.core.nocb.call(&self.core, Slot::new(f), true);
-    }
-
-    /// loom only: group `g`'s wake state: (level, timer deadline, resets,
-    /// timer wakes), read under its wake lock.
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_wake_state(&self, g: usize) -> (u8, Option<u64>, u64, u64) {
-        let w = self.core.nocb.groups[g].wake.lock();
-        (w.level() as u8, w.timer(), w.resets, w.timer_wakes)
-    }
-
-    /// loom only: how many callbacks shard `shard`'s bypass holds.
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_bypass_len(&self, shard: usize) -> usize {
-        self.core.nocb.shards[shard].bypass.lock().len()
-    }
-
-    /// loom only: run shard `shard`'s callbacks on this thread, as its CB
-    /// worker would, until `enough()` holds after a batch (the model's own
-    /// count of its callbacks). Needs `Builder::loom_caller_runs_callbacks`.
-    #[cfg(any(loom, shuttle))]
-    #[doc(hidden)]
-    pub fn loom_run_callbacks(&self, shard: usize, enough: impl Fn() -> bool) {
-        crate::worker::run_callbacks(&self.core, shard, enough);
+        self.with_env(|env| self.core.nocb.call(env, Slot::new(f), CallKind::Lazy));
     }
 
     /// Drop `b` on a callback worker after a full grace period (kernel:
@@ -836,7 +409,7 @@ impl Rcu {
     pub fn barrier(&self) {
         self.assert_not_reading("barrier");
         self.assert_not_in_callback("barrier");
-        crate::barrier::barrier(&self.core);
+        self.core.nocb.barrier();
     }
 
     /// A snapshot of the domain's callback and grace-period counters.
@@ -850,7 +423,7 @@ impl Rcu {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.core.nocb.stats(&self.core.gp)
+        stats::collect(&self.core.nocb, self.core.gp.completed())
     }
 
     /// How many grace periods this domain has completed.
@@ -882,6 +455,27 @@ impl Rcu {
 
     pub(crate) fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// Run `f` with what the callback machinery is handed (see
+    /// [`Env`]), its threads started as this domain's.
+    #[inline]
+    pub(crate) fn with_env<R>(&self, f: impl FnOnce(Env<'_>) -> R) -> R {
+        let spawn = |w| Core::spawn(&self.core, w);
+        f(self.core.env(&spawn))
+    }
+
+    /// A domain made of validated `parts` (see [`Builder::build`](crate::Builder::build)).
+    pub(crate) fn from_parts(parts: DomainParts) -> Rcu {
+        Rcu {
+            core: Arc::new(Core {
+                reader: ReadState::new(parts.fences, parts.gp_spin_limit),
+                gp: GpState::new(),
+                nocb: Nocb::new(parts.callbacks),
+                handles: AtomicUsize::new(1),
+                thread_name_prefix: parts.thread_name_prefix,
+            }),
+        }
     }
 
     fn check_cookie(&self, cookie: GpCookie) {
@@ -935,12 +529,16 @@ impl fmt::Debug for Rcu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Rcu")
             .field("domain", &self.core.reader.id())
-            .field("membarrier", &self.core.reader.light_fences())
+            .field(
+                "membarrier",
+                &(self.core.reader.fences() == ReaderFences::Light),
+            )
             .field("completed_grace_periods", &self.completed_grace_periods())
             .finish()
     }
 }
 
+cfg_real! {
 /// The process-wide default domain, created on first use.
 ///
 /// It is never dropped: at process exit its worker threads (if started) are
@@ -958,8 +556,8 @@ impl fmt::Debug for Rcu {
 /// rcu_offload::global().call(|| println!("after a grace period"));
 /// rcu_offload::global().barrier(); // before leaving main: it has run
 /// ```
-#[cfg(not(any(loom, shuttle)))]
 pub fn global() -> &'static Rcu {
     static GLOBAL: std::sync::OnceLock<Rcu> = std::sync::OnceLock::new();
     GLOBAL.get_or_init(Rcu::new)
+}
 }

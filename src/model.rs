@@ -1,0 +1,104 @@
+//! Hooks for the model checkers: loom-tests/ and shuttle-tests/ reach the
+//! inside of a domain only through this module, which exists only in model
+//! builds (`--cfg loom` or `--cfg shuttle`) and is hidden from the docs.
+#![cfg(any(loom, shuttle))]
+
+use crate::mutants::Mutant;
+use crate::nocb::{set_shard_hint, Level};
+use crate::{Builder, Rcu};
+
+/// A group's deferred-wake level (see `nocb/wake.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WakeLevel {
+    None,
+    Bypass,
+    Lazy,
+    Wake,
+    Force,
+}
+
+/// A group's wake state, read under its wake lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WakeState {
+    /// The deferred-wake level.
+    pub level: WakeLevel,
+    /// The armed timer's deadline (model nanoseconds), if armed.
+    pub timer: Option<u64>,
+    /// Times the level was reset (a cancel or a firing).
+    pub resets: u64,
+    /// Deferred wakes the timer performed.
+    pub timer_wakes: u64,
+}
+
+/// Group `group`'s wake state.
+pub fn wake_state(rcu: &Rcu, group: usize) -> WakeState {
+    let w = rcu.core().nocb.wakes.groups[group].wake.lock();
+    WakeState {
+        level: match w.level() {
+            Level::None => WakeLevel::None,
+            Level::Bypass => WakeLevel::Bypass,
+            Level::Lazy => WakeLevel::Lazy,
+            Level::Wake => WakeLevel::Wake,
+            Level::Force => WakeLevel::Force,
+        },
+        timer: w.timer(),
+        resets: w.resets,
+        timer_wakes: w.timer_wakes,
+    }
+}
+
+/// How many callbacks shard `shard`'s bypass holds.
+pub fn bypass_len(rcu: &Rcu, shard: usize) -> usize {
+    rcu.core().nocb.shards[shard].bypass.lock().len()
+}
+
+/// Run shard `shard`'s callbacks on this thread, as its CB worker would,
+/// until `enough()` holds after a batch (the model's own count of its
+/// callbacks). Needs [`ModelBuilder::caller_runs_callbacks`].
+pub fn run_callbacks(rcu: &Rcu, shard: usize, enough: impl Fn() -> bool) {
+    rcu.with_env(|env| rcu.core().nocb.run_callbacks(env, shard, enough));
+}
+
+/// Put the calling thread on callback shard `index` (modulo each domain's
+/// shard count); model threads otherwise all use shard 0.
+pub fn set_shard(index: usize) {
+    set_shard_hint(index)
+}
+
+/// The names of every mutant (values of `RCU_LOOM_MUTANT`).
+pub fn mutants() -> Vec<&'static str> {
+    Mutant::ALL.iter().map(|(_, name)| *name).collect()
+}
+
+/// Builder switches that only the models turn.
+pub trait ModelBuilder {
+    /// Start no CB worker threads; the model's own thread runs the
+    /// callbacks with [`run_callbacks`], which saves a thread in models of
+    /// the wake protocols.
+    fn caller_runs_callbacks(self) -> Self;
+    /// Never defer a wake for rate-limiting. Model time stands still, so
+    /// every direct wake after the first would otherwise be deferred to the
+    /// timer thread; models of other protocols use this to stay within the
+    /// checker's thread budget (the deferral itself is modelled in
+    /// loom-tests/tests/wakeups.rs).
+    fn no_wake_rate_limit(self) -> Self;
+    /// The GP worker runs each grace period itself instead of asking the
+    /// engine thread (the path it takes anyway when the engine thread
+    /// cannot be started), which saves a thread.
+    fn inline_grace_periods(self) -> Self;
+}
+
+impl ModelBuilder for Builder {
+    fn caller_runs_callbacks(mut self) -> Self {
+        self.model.caller_runs_callbacks = true;
+        self
+    }
+    fn no_wake_rate_limit(mut self) -> Self {
+        self.model.wake_rate_limit = false;
+        self
+    }
+    fn inline_grace_periods(mut self) -> Self {
+        self.model.inline_gp = true;
+        self
+    }
+}

@@ -1,0 +1,204 @@
+//! Offloaded callbacks: the kernel's no-CBs machinery (kernel/rcu/tree_nocb.h)
+//! in user space. A shard is an offloaded `rcu_data` with its `cblist` and
+//! its `rcuo` CB worker; a group is the set of shards one `rcuog` GP worker
+//! serves.
+//!
+//! ```text
+//!  call(f) ─► enqueue.rs: bypass (bypass.rs) or segmented list (shard.rs)
+//!                 │ the list had nothing pending
+//!                 ▼
+//!  wake.rs: wake the group's GP worker now, or defer to timer.rs
+//!                 ▼
+//!  worker.rs, GP worker: flush, advance, accelerate, request GPs ──► engine
+//!    sleep (wake.rs) until woken or the awaited GP is done ◄── gp_completed
+//!    advance into DONE ─► wake the shard's CB worker
+//!  worker.rs, CB worker: take DONE callbacks, run them outside every lock
+//!  barrier.rs: flush and entrain on every non-empty shard, wait
+//!  throttle.rs: the memory bound on pending callbacks
+//! ```
+//!
+//! This module owns the machinery's state and its lifecycle: starting the
+//! workers (through the [`Env`] the domain hands in; see env.rs),
+//! shutting them down, and reporting callback panics. Each mechanism's
+//! invariant, and the loom models that check it, open its own file.
+
+mod barrier;
+mod bypass;
+mod enqueue;
+mod env;
+mod shard;
+mod throttle;
+mod timer;
+mod wake;
+mod worker;
+
+use crossbeam_utils::CachePadded;
+
+use crate::mutants::mutant;
+use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
+
+use self::barrier::BarrierState;
+use self::shard::Shard;
+use self::throttle::Throttle;
+use self::wake::{Delays, Wakes};
+
+pub(crate) use self::env::{default_stride, CallKind, Config, Env, ModelOptions, Worker};
+pub(crate) use self::shard::{in_any_callback, in_callback_of};
+crate::mutants::model_only! {
+    pub(crate) use self::shard::set_shard_hint;
+    pub(crate) use self::wake::Level;
+}
+
+/// Worker threads, started lazily.
+struct Workers {
+    group_started: Vec<bool>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// Per-domain callback machinery.
+pub(crate) struct Nocb {
+    pub(crate) shards: Box<[CachePadded<Shard>]>,
+    pub(crate) wakes: Wakes,
+    pub(crate) cfg: Config,
+    pub(crate) throttle: Throttle,
+    /// When the last expedite happened (rate-limits them to one a tick).
+    last_expedite: AtomicU64,
+    workers: Mutex<Workers>,
+    /// Some worker has ever been started (nothing to drain otherwise).
+    any_started: AtomicBool,
+    pub(crate) panics: AtomicU64,
+    panic_reported: AtomicBool,
+    barrier: BarrierState,
+}
+
+impl Nocb {
+    pub(crate) fn new(cfg: Config) -> Nocb {
+        let delays = Delays {
+            tick: cfg.tick_ns,
+            lazy: cfg.lazy_ns,
+        };
+        let wakes = Wakes::new(cfg.shards, cfg.stride, delays, cfg.model.wake_rate_limit);
+        Nocb {
+            shards: (0..cfg.shards)
+                .map(|_| CachePadded::new(Shard::new()))
+                .collect(),
+            workers: Mutex::new(Workers {
+                group_started: vec![false; wakes.groups.len()],
+                handles: Vec::new(),
+            }),
+            wakes,
+            throttle: Throttle::new(cfg.high_water, cfg.low_water, cfg.shards),
+            last_expedite: AtomicU64::new(0),
+            cfg,
+            any_started: AtomicBool::new(false),
+            panics: AtomicU64::new(0),
+            panic_reported: AtomicBool::new(false),
+            barrier: BarrierState::new(),
+        }
+    }
+
+    /// Wait until every callback queued before this call has run (see
+    /// barrier.rs). The caller has checked that it is neither reading nor
+    /// a callback of this domain.
+    pub(crate) fn barrier(&self) {
+        self.barrier.run(&self.shards, &self.wakes);
+    }
+
+    /// Called by the grace-period engine after each grace period it waited
+    /// for, with the engine's verdict on a sequence number.
+    pub(crate) fn gp_completed(&self, is_done: impl Fn(u64) -> bool) {
+        self.wakes.gp_completed(is_done);
+    }
+
+    /// The timer thread's loop.
+    pub(crate) fn run_timer(&self) {
+        self.wakes.run_timer();
+    }
+
+    /// The domain's backlog: callbacks queued and not yet finished.
+    pub(crate) fn backlog(&self) -> usize {
+        self.shards.iter().map(|s| s.backlog()).sum()
+    }
+
+    /// Start shard `i`'s CB worker and its group's GP worker, if not yet.
+    #[cold]
+    fn start_workers(&self, env: Env<'_>, i: usize) {
+        let mut w = self.workers.lock();
+        let shard = &self.shards[i];
+        if shard.started.load(Ordering::Relaxed) {
+            return;
+        }
+        // Before spawning: if a spawn below fails, shutdown must still stop
+        // whatever did start.
+        self.any_started.store(true, Ordering::Relaxed);
+        let group = self.wakes.group_index(i);
+        if !w.group_started[group] {
+            let leader = self.wakes.groups[group].leader;
+            w.handles.push((env.spawn)(Worker::Gp { group, leader }));
+            w.group_started[group] = true;
+        }
+        if !self.cfg.model.caller_runs_callbacks {
+            w.handles.push((env.spawn)(Worker::Cb { shard: i }));
+        }
+        shard.started.store(true, Ordering::Release);
+    }
+
+    /// Run every pending callback, then stop and join the workers and the
+    /// timer. Called once, when the last handle of the domain is dropped,
+    /// before the grace-period engine stops (the callbacks need its grace
+    /// periods).
+    pub(crate) fn shutdown(&self) {
+        if !self.any_started.load(Ordering::Acquire) {
+            self.wakes.stop_timer();
+            return;
+        }
+        if !mutant!(ShutdownNoDrain) {
+            // Callbacks may queue callbacks: repeat until a barrier saw no
+            // new callback queued while it ran. Then every callback ever
+            // queued has run, and none can be queued any more (no handle is
+            // left outside, and no callback is left to run).
+            loop {
+                let before = self.total_queued();
+                self.barrier();
+                if self.total_queued() == before {
+                    break;
+                }
+            }
+        }
+        self.wakes.stop_gp_workers();
+        for shard in self.shards.iter() {
+            shard.cb.stop();
+        }
+        let handles = std::mem::take(&mut self.workers.lock().handles);
+        for h in handles {
+            if h.join().is_err() {
+                panic!("rcu_offload: a callback worker thread panicked");
+            }
+        }
+        self.wakes.stop_timer();
+    }
+
+    /// Callbacks ever queued by `call()`, over all shards.
+    fn total_queued(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.bypass.lock().queued + s.list.lock().queued)
+            .sum()
+    }
+
+    /// Count a panicking callback, and report the first one of the domain.
+    /// A failed write to stderr (say, a closed pipe) is ignored: reporting
+    /// must not panic the worker.
+    fn report_panic(&self, shard: usize) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+        if !self.panic_reported.swap(true, Ordering::Relaxed) {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "rcu_offload: a callback panicked on callback worker rcuo/{shard}; \
+                 the worker carries on with the other callbacks. Further panics \
+                 of this domain are only counted (Rcu::stats().panics)."
+            );
+        }
+    }
+}

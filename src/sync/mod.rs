@@ -1,0 +1,73 @@
+//! The sync facade: the one place that chooses between the real primitives
+//! (std and parking_lot) and the model checkers' doubles (loom, shuttle).
+//!
+//! Every other module imports atomics, locks, condition variables, threads,
+//! thread-locals, fences, the clock and the environment's defaults from
+//! here, so that a `--cfg loom` or `--cfg shuttle` build swaps all of them at
+//! once and no protocol can step around the model. Exactly one backend is
+//! compiled:
+//!
+//! * [`real`](self) (`real.rs`): std atomics, parking_lot locks, the
+//!   monotonic clock, `membarrier(2)` (`membarrier.rs`);
+//! * `model.rs`: loom's or shuttle's primitives (the two share one file;
+//!   they differ only in the crate they come from), model time that only
+//!   timers advance, and the model-only defaults.
+//!
+//! # The asymmetric fence pair
+//!
+//! Two fences matter to RCU and are named for their role:
+//!
+//! * [`reader_fence`] is what a reader executes on the outermost entry of a
+//!   read-side section, and [`reader_exit_store`] wraps the store that ends
+//!   one. With `membarrier(2)` available they are compiler fences only;
+//!   without it, full `SeqCst` fences ([`ReaderFences`]).
+//! * [`heavy_fence`] is what the grace-period side executes to pair with
+//!   them: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which forces a
+//!   full barrier on every running thread of the process, or a plain
+//!   `SeqCst` fence in the fallback.
+//!
+//! Under the model checkers both halves are `SeqCst` fences: neither can
+//! model membarrier, and a pair of `SeqCst` fences gives exactly the
+//! store-buffering guarantee the asymmetric pair gives on hardware
+//! (docs/design.md, "The read side").
+
+#[cfg(all(loom, shuttle))]
+compile_error!("rcu_offload: build with at most one of `--cfg loom` and `--cfg shuttle`");
+
+mod fences;
+#[cfg(not(any(loom, shuttle)))]
+mod membarrier;
+#[cfg(not(any(loom, shuttle)))]
+mod real;
+#[cfg(not(any(loom, shuttle)))]
+use real as backend;
+
+#[cfg(any(loom, shuttle))]
+pub(crate) mod model;
+#[cfg(any(loom, shuttle))]
+use model as backend;
+
+pub(crate) use backend::{
+    default_shards, fence, first_shard_hint, heavy_fence, membarrier_available, now_ns,
+    rcu_thread_local, reader_exit_store, reader_fence, spawn_named, spin_hint, AtomicBool,
+    AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Condvar, JoinHandle, Mutex, MutexGuard,
+    TimerClock, DEFAULT_GP_SPIN_LIMIT,
+};
+
+pub(crate) use fences::ReaderFences;
+
+/// Atomic orderings are the same type in every backend.
+pub(crate) use std::sync::atomic::Ordering;
+
+/// Items compiled only outside the model checkers (the process-wide
+/// [`global`](crate::global) domain, which a model cannot share between
+/// executions).
+macro_rules! cfg_real {
+    ($($item:item)*) => {
+        $(
+            #[cfg(not(any(loom, shuttle)))]
+            $item
+        )*
+    };
+}
+pub(crate) use cfg_real;
