@@ -94,7 +94,9 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     }
 
     /// Publish `value`; the old value is dropped on a callback worker after a
-    /// grace period. Never waits for one.
+    /// grace period. Never waits for one; like any [`Rcu::call`], it blocks
+    /// only above the domain's memory bound
+    /// ([`Builder::high_water`](crate::Builder::high_water)).
     pub fn replace(&self, value: T) {
         let new = Box::into_raw(Box::new(value));
         let old = {
@@ -117,6 +119,9 @@ impl<T: Send + Sync + 'static> RcuCell<T> {
     /// # Panics
     ///
     /// If `f` panics (the cell is left unchanged), or if `f` writes this cell.
+    ///
+    /// Like [`replace`](RcuCell::replace), it never waits for a grace
+    /// period, and blocks only above the domain's memory bound.
     pub fn update(&self, f: impl FnOnce(&T) -> T) {
         let old = {
             let _w = self.lock_writer("update");

@@ -1,57 +1,71 @@
-//! Userspace RCU (read-copy-update) for Rust, built the way the Linux kernel's
-//! no-CBs RCU is built.
+//! Read-copy-update for Rust: readers that cost about a nanosecond and never
+//! wait, writers that publish a new version and hand the old one to
+//! background threads, which free it once no reader can hold it.
 //!
-//! Readers enter a read-side section with [`Rcu::read`], which costs about a
-//! nanosecond and a half and never waits for a writer. Updaters unpublish
-//! data and then either wait for a *grace period* — [`Rcu::synchronize`], or
-//! the polled [`Rcu::start_poll`]/[`Rcu::poll`] pair — after which no reader
-//! can still hold the old data, or hand the freeing to the domain's worker
-//! threads with [`Rcu::call`] / [`Rcu::retire`], which run it after a grace
-//! period without the updater waiting at all. [`RcuCell`] wraps the whole
-//! pattern in a safe pointer type.
+//! ```
+//! use rcu_offload::{Rcu, RcuCell};
 //!
-//! # Layout
+//! let rcu = Rcu::new();
+//! let config = RcuCell::new(&rcu, vec!["a", "b"]);
 //!
-//! | module | mechanism | loom models |
-//! |---|---|---|
-//! | `sync` | the facade: std/parking_lot, loom or shuttle primitives, the clock, the asymmetric fence pair | — |
-//! | `membarrier` | `membarrier(2)` detection and the heavy fence | (modelled as `SeqCst` fences) |
-//! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers`, `reader_registers_and_exits_during_gp` |
-//! | `seq` | kernel-style grace-period sequence numbers | unit tests |
-//! | `gp` | grace-period engine: batching, polling, engine thread | `concurrent_synchronize_share_gp`, `poll_never_early`, `start_poll_completes` |
-//! | `callback` | type-erased callbacks stored inline in chunked blocks | unit tests |
-//! | `segcblist` | the segmented callback list (DONE / WAIT / NEXT_READY / NEXT) | property tests against an oracle |
-//! | `nocb` | shards, groups, the enqueue path, every wake decision, stats | `enqueue_races_gp_worker_sleep`, `advance_races_gp_completion`, wakeups.rs |
-//! | `bypass` | bypass lists, flood detection, lazy-only bypasses | `bypass_flush_races_enqueue`, `barrier_entrain_races_bypass_flush`, `lazy_promotion` |
-//! | `wake` | wake levels and their rules; level > NONE iff the timer is armed | `seed_timer_cancel_keeps_level`, `kernel_twin_direct_wake_keeps_level`, `deferred_wake_races_direct_wake_gp_wakeup_and_timer`, `lazy_never_downgrades_pending_wake` |
-//! | `timer` | the per-domain timer thread and its deadline queue | every model of wakeups.rs and bypass.rs |
-//! | `throttle` | the memory bound (high/low water) | `throttle_blocks_until_low_water` |
-//! | `worker` | the GP-worker and CB-worker loops | `advance_races_gp_completion`, `cb_worker_drains_while_enqueuing` |
-//! | `barrier` | `barrier()`: entrain on every non-empty shard and wait | `barrier_races_enqueue_and_invocation`, `shutdown_runs_pending_callbacks` |
-//! | `cell` | [`RcuCell`], the safe RCU-protected pointer | `rcu_cell_replace_and_read` |
-//! | `domain` | the public [`Rcu`] handle, [`Builder`], [`global`] | `domain_drop_joins_engine`, `shutdown_runs_pending_callbacks` |
+//! // Readers, on any thread: a read-side section, no lock.
+//! {
+//!     let guard = rcu.read();
+//!     let current = config.load(&guard);
+//!     assert_eq!(current.len(), 2);
+//!     // A writer may replace it now: `current` stays valid until `guard`
+//!     // is dropped, and the old vector is freed on a worker thread after.
+//!     config.update(|old| [old.as_slice(), &["c"]].concat());
+//!     assert_eq!(current.len(), 2);
+//! }
+//! assert_eq!(config.load(&rcu.read()).len(), 3);
+//!
+//! rcu.barrier(); // every queued free has run
+//! assert_eq!(rcu.stats().pending(), 0);
+//! ```
+//!
+//! Beyond [`RcuCell`]: [`Rcu::synchronize`] waits for a grace period (every
+//! read-side section that began before it has ended); [`Rcu::start_poll`]
+//! and [`Rcu::poll`] poll for one without blocking; [`Rcu::call`] runs any
+//! closure on the domain's callback workers after a grace period, and
+//! [`Rcu::barrier`] waits for the callbacks queued so far. [`Rcu`] documents
+//! which thread runs what; [`Builder`] configures a domain, including its
+//! memory bound ([`Builder::high_water`]).
 //!
 //! # Memory model
 //!
 //! Readers on Linux use only compiler fences; the grace-period side uses
 //! `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` to force a full barrier on
-//! every running thread of the process (as liburcu's memb flavour and folly's
-//! asymmetric fences do). Where membarrier is unavailable, readers fall back
-//! to full fences, decided once when a domain is built.
+//! every running thread of the process (as liburcu's memb flavour does).
+//! Where membarrier is unavailable, readers fall back to full fences,
+//! decided once when a domain is built.
 //!
-//! # Example
+//! # Inside
 //!
-//! ```
-//! use rcu_offload::Rcu;
+//! The design, its invariants and the kernel bugs they guard against are in
+//! docs/design.md; the loom models and their mutants in loom-tests/README.md.
+//! Layers point one way, from the public API down:
 //!
-//! let rcu = Rcu::new();
-//! let guard = rcu.read();
-//! let cookie = rcu.start_poll();
-//! assert!(!rcu.poll(cookie)); // we are still reading
-//! drop(guard);
-//! rcu.cond_synchronize(cookie);
-//! assert!(rcu.poll(cookie));
-//! ```
+//! | module | mechanism | checked by |
+//! |---|---|---|
+//! | `domain`, `domain::builder` | the [`Rcu`] handle, its lifetime and shutdown, the starting of worker threads; [`Builder`] | `domain_drop_joins_engine`, `shutdown_runs_pending_callbacks` |
+//! | `cell` | [`RcuCell`] | `rcu_cell_replace_and_read` |
+//! | `stats` | [`Stats`] | integration tests |
+//! | `nocb` | the callback machinery's state and lifecycle | the models below |
+//! | `nocb::env` | what the machinery is handed: readers, grace periods, a way to start threads | — |
+//! | `nocb::enqueue` | `call()`: bypass or list, the wake it owes, memory pressure | `enqueue_races_gp_worker_sleep`, `bypass_flush_races_enqueue` |
+//! | `nocb::shard` | shards, their length accounting, per-thread shard choice | `barrier_races_enqueue_and_invocation` |
+//! | `nocb::bypass` | bypass lists, flood detection, lazy-only bypasses | `lazy_promotion`, `barrier_entrain_races_bypass_flush` |
+//! | `nocb::wake` | wake levels, every waker, both workers' sleep handshakes | `seed_timer_cancel_keeps_level`, `kernel_twin_direct_wake_keeps_level`, `advance_races_gp_completion`, `cb_worker_drains_while_enqueuing` |
+//! | `nocb::timer` | the per-domain timer thread | every model of wakeups.rs and bypass.rs |
+//! | `nocb::throttle` | the memory bound (high and low water) | `throttle_blocks_until_low_water` |
+//! | `nocb::worker` | the GP-worker and CB-worker loops | `enqueue_races_gp_worker_sleep`, `gp_completed_by_synchronize` |
+//! | `nocb::barrier` | `barrier()` | `concurrent_barriers_share_work` |
+//! | `gp` | the grace-period engine: batching, polling, the engine thread | `concurrent_synchronize_share_gp`, `poll_never_early` |
+//! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers` |
+//! | `segcblist`, `callback`, `seq` | the segmented callback list, callback storage, sequence numbers | property and unit tests |
+//! | `sync` | the facade: real or model primitives, the clock, the fence pair, `membarrier(2)` | — |
+//! | `mutants`, `model` | model builds only: typed mutants, hooks for the models | loom-tests/tests/mutant_table.rs |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
