@@ -32,7 +32,7 @@
 //! ended, and the caller's following [`heavy_fence`] orders all memory accesses
 //! of those sections before everything the caller does next. This rests on the
 //! store-buffering pairing of the reader's fence with the heavy fence (see
-//! `sync.rs`) and on the record being in the registry before its thread's
+//! `src/sync/`) and on the record being in the registry before its thread's
 //! first `ctr` store (registration happens under the registry lock, before the
 //! first read-side section).
 //!

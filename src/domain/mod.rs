@@ -1,11 +1,15 @@
-//! The public layer: [`Rcu`] handles, their [`Builder`](crate::Builder), polled-grace-period
-//! cookies and the process-wide [`global`] domain.
+//! The public layer: [`Rcu`] handles, polled-grace-period cookies and the
+//! process-wide [`global`] domain ([`Builder`](crate::Builder) lives in
+//! `builder.rs`).
 //!
-//! This module is a thin shell over the private core (`reader.rs`, `gp.rs`):
-//! it owns the domain's lifetime and turns misuse into clear panics or
-//! [`ConfigError`](crate::ConfigError)s. It keeps one invariant of its own: the domain's worker
-//! threads hold the core but never a handle, so dropping the last [`Rcu`]
-//! handle is what stops and joins them (checked by the loom model
+//! A domain is its readers (`reader.rs`), its grace-period engine
+//! (`gp.rs`) and its callback machinery (`nocb/`), held together here. This
+//! layer owns the domain's lifetime, turns misuse into clear panics, and is
+//! the one place that starts threads: the machinery asks for a
+//! [`Worker`] and this layer runs it on a thread that holds a share of the
+//! domain. It keeps one invariant of its own: the worker threads hold the
+//! domain's state but never a handle, so dropping the last [`Rcu`] handle is
+//! what stops and joins them (checked by the loom model
 //! `domain_drop_joins_engine` in loom-tests/tests/grace_period.rs).
 
 use std::fmt;

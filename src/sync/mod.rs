@@ -7,7 +7,7 @@
 //! once and no protocol can step around the model. Exactly one backend is
 //! compiled:
 //!
-//! * [`real`](self) (`real.rs`): std atomics, parking_lot locks, the
+//! * `real.rs`: std atomics, parking_lot locks, the
 //!   monotonic clock, `membarrier(2)` (`membarrier.rs`);
 //! * `model.rs`: loom's or shuttle's primitives (the two share one file;
 //!   they differ only in the crate they come from), model time that only
