@@ -99,6 +99,11 @@
 //!
 //! The level rules are unit-tested below; the races between them are
 //! checked by the loom models in loom-tests/tests/wakeups.rs.
+//!
+//! This is the largest file of `nocb/` (about 460 lines of code besides the
+//! unit tests) by design: every decision to wake a GP worker, and both
+//! sleep handshakes those decisions pair with, stay in one place, so that
+//! the no-lost-wake argument can be read in one file.
 
 use crate::mutants::{model_only, mutant, mutant_diverts};
 use crate::sync::{now_ns, AtomicU8, Condvar, Mutex, Ordering};
