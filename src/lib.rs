@@ -65,7 +65,8 @@
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers` |
 //! | `segcblist`, `callback`, `seq` | the segmented callback list, callback storage, sequence numbers | property and unit tests |
 //! | `sync` | the facade: real or model primitives, the clock, the fence pair, `membarrier(2)` | — |
-//! | `mutants`, `model` | model builds only: typed mutants, hooks for the models | loom-tests/tests/mutant_table.rs |
+//! | `mutants` | the `mutant!` macros; the enum behind them exists in model builds only | loom-tests/tests/mutant_table.rs |
+//! | `model` | model builds only: the hooks the loom and shuttle suites drive | — |
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -9,8 +9,11 @@
 //! `false` (no code at all) in other builds and a typo-proof enum path in
 //! model builds; a variant that reshapes control flow diverts into a
 //! model-only helper with [`mutant_diverts!`], so the production function
-//! reads straight. No mutant sits on the read-side enter/exit path or on the
-//! enqueue fast path.
+//! reads straight. None is compiled into a production build. In model
+//! builds none sits in the read-side enter/exit functions or in the
+//! enqueue's common path: `no_reader_fence` lives in the model backend's
+//! fence, and `lazy_no_promote` in the bypass admission that only lazy and
+//! flood enqueues reach.
 
 #[cfg(any(loom, shuttle))]
 pub(crate) use enumeration::Mutant;

@@ -79,30 +79,30 @@ impl Stats {
     }
 }
 
-/// Read `nocb`'s counters; `grace_periods` is the engine's count.
-pub(crate) fn collect(nocb: &Nocb, grace_periods: u64) -> Stats {
+/// Read `nocb`'s counters, then the engine's count of grace periods
+/// (`grace_periods`), last: every callback counted as invoked had its grace
+/// period counted.
+pub(crate) fn collect(nocb: &Nocb, grace_periods: impl FnOnce() -> u64) -> Stats {
     let shards = nocb
         .shards
         .iter()
         .map(|s| {
-            let cb_worker_wakeups = s.cb.wakeups();
-            let b = s.bypass.lock();
-            let l = s.list.lock();
+            let c = s.counters();
             ShardStats {
-                queued: l.queued + b.queued,
-                invoked: l.invoked,
-                pending: (s.len_locked(&l) + b.len()) as u64,
-                cb_worker_wakeups,
-                barrier_callbacks: l.barrier_entrained,
-                bypass_queued: b.queued,
-                bypass_flushes: b.flushes,
+                queued: c.queued,
+                invoked: c.invoked,
+                pending: c.pending as u64,
+                cb_worker_wakeups: c.cb_worker_wakeups,
+                barrier_callbacks: c.barrier_entrained,
+                bypass_queued: c.bypass_queued,
+                bypass_flushes: c.bypass_flushes,
             }
         })
         .collect();
     let groups = &nocb.wakes.groups;
     Stats {
         shards,
-        grace_periods,
+        grace_periods: grace_periods(),
         panics: nocb.panics.load(Ordering::Relaxed),
         gp_worker_wakeups: groups.iter().map(|g| g.wake.lock().wakeups).sum(),
         deferred_wakes: groups.iter().map(|g| g.wake.lock().deferred).sum(),

@@ -171,7 +171,7 @@ fn non_lazy_bypass_is_not_held_back_by_another_shards_lazy_timer() {
 
 /// Memory pressure inside a read-side section defers a FORCE wake, whose job
 /// is to wake the GP worker *and flush every bypass list of its group*, lazy
-/// ones included (src/wake.rs, src/throttle.rs; the `call_lazy` docs promise
+/// ones included (src/nocb/wake.rs, src/nocb/enqueue.rs; the `call_lazy` docs promise
 /// that memory pressure flushes lazy callbacks). If the GP worker wakes up
 /// for another reason first (here: the grace period of an ordinary callback
 /// queued just before the section, which can only complete once the section

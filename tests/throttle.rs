@@ -34,7 +34,7 @@ fn bounded(shards: usize, high: usize) -> Builder {
 /// The high-water mark bounds the backlog: producers queueing slow callbacks
 /// far faster than they run (the callbacks are held back until the first
 /// producer has blocked, so throttling is certain) never see more pending
-/// callbacks than the documented policy allows (src/throttle.rs: about twice
+/// callbacks than the documented policy allows (src/nocb/throttle.rs: about twice
 /// the high-water mark plus one per producing thread; checked against
 /// `2 * high + 64`), `throttled` counts the blocked calls, and every callback
 /// runs. One producer on one shard, and four producers on four shards.

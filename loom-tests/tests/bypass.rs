@@ -1,6 +1,7 @@
 //! loom models of bypass lists, lazy callbacks and the memory bound
-//! (src/bypass.rs, src/throttle.rs, the enqueue path in src/nocb.rs and the
-//! GP worker's bypass flush in src/worker.rs).
+//! (src/nocb/bypass.rs, src/nocb/throttle.rs, the enqueue path in
+//! src/nocb/enqueue.rs and the GP worker's bypass flush in
+//! src/nocb/worker.rs).
 //!
 //! Like the models in wakeups.rs, the main thread waits for its callbacks
 //! without kicking anyone, so a stranded callback is a loom deadlock.

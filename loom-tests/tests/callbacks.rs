@@ -1,5 +1,5 @@
-//! loom models of the offloaded-callback pipeline (src/nocb.rs,
-//! src/worker.rs, src/barrier.rs, src/cell.rs).
+//! loom models of the offloaded-callback pipeline (src/nocb/enqueue.rs,
+//! src/nocb/wake.rs, src/nocb/worker.rs, src/nocb/barrier.rs, src/cell.rs).
 //!
 //! Every model lets its main thread block, kicking nobody, until the
 //! callbacks it queued have run ([`Done::wait_for`]): a lost wakeup anywhere

@@ -1,5 +1,5 @@
 //! loom models of the grace-period engine (src/gp.rs) and domain lifetime
-//! (src/domain.rs): batching, polled cookies, the engine thread, shutdown.
+//! (src/domain/mod.rs): batching, polled cookies, the engine thread, shutdown.
 #![cfg(loom)]
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,5 @@
 //! loom models of deferred wakeups: wake levels, the group timer and the
-//! timer service (src/wake.rs, src/timer.rs, src/nocb.rs).
+//! timer service (src/nocb/wake.rs, src/nocb/timer.rs, src/nocb/enqueue.rs).
 //!
 //! The domain has one shard and runs with `ModelBuilder::caller_runs_callbacks`: the
 //! model's main thread queues callbacks and then *is* the shard's CB worker
@@ -15,7 +15,7 @@
 //! threads).
 //!
 //! Under loom, model time stands still until a timer fires; firing moves it
-//! to the timer's deadline (src/timer.rs), so a bypass or lazy list becomes
+//! to the timer's deadline (src/sync/model.rs), so a bypass or lazy list becomes
 //! "old enough to flush" exactly when the timer armed for it has fired.
 #![cfg(loom)]
 

@@ -164,7 +164,7 @@ impl Builder {
 
     /// Number of callback shards, each with its own queue, lock and
     /// callback worker thread (default: [`std::thread::available_parallelism`],
-    /// at most [`MAX_SHARDS`]; 1 under loom). A thread is given a shard at its
+    /// at most [`MAX_SHARDS`]; 1 in model builds). A thread is given a shard at its
     /// first `call()` (round robin over threads) and keeps it.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
@@ -232,8 +232,8 @@ impl Builder {
     /// mark also sets how long a callback's data waits, cooling in memory,
     /// before its callback runs. The default lets large bursts through
     /// without blocking; for steady floods of small callbacks a lower mark
-    /// keeps the backlog in cache and runs faster (the README's flood
-    /// benchmark, with its figures).
+    /// keeps the backlog in cache and runs faster (the flood benchmark in
+    /// benches/README.md, with its figures).
     pub fn high_water(mut self, high: usize) -> Self {
         self.high_water = high;
         self

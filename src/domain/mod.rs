@@ -18,7 +18,7 @@ use std::sync::Arc;
 use crate::callback::Slot;
 use crate::gp::GpState;
 use crate::nocb::{
-    in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Nocb, Worker,
+    in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Nocb, Spawn, Worker,
 };
 use crate::reader::{ReadGuard, ReadState};
 use crate::stats::{self, Stats};
@@ -65,7 +65,7 @@ impl Core {
 
     /// What the callback machinery is handed: the layers below it, and
     /// `spawn` to start its threads.
-    fn env<'a>(&'a self, spawn: &'a (dyn Fn(Worker) -> JoinHandle<()> + Sync)) -> Env<'a> {
+    fn env<'a>(&'a self, spawn: Spawn<'a>) -> Env<'a> {
         Env {
             reader: &self.reader,
             gp: &self.gp,
@@ -175,7 +175,7 @@ pub struct GpCookie {
 impl Rcu {
     /// Enter a read-side critical section; it lasts until the guard is dropped.
     ///
-    /// Costs about a nanosecond and a half (see the README's benchmarks): the
+    /// Costs about a nanosecond (see the README's benchmarks): the
     /// outermost entry stores one word in the calling thread's reader record
     /// and executes a compiler fence (a full fence if the domain runs without
     /// membarrier); nested entries only bump a counter; the exit wakes a
@@ -427,7 +427,7 @@ impl Rcu {
     /// ```
     #[must_use]
     pub fn stats(&self) -> Stats {
-        stats::collect(&self.core.nocb, self.core.gp.completed())
+        stats::collect(&self.core.nocb, || self.core.gp.completed())
     }
 
     /// How many grace periods this domain has completed.
@@ -550,7 +550,7 @@ cfg_real! {
 /// and no grace period is waited for. Code whose callbacks must run before
 /// exit (flushing, closing files) calls [`barrier`](Rcu::barrier) at the end
 /// of `main`; code that must wait for readers calls
-/// [`synchronize`](Rcu::synchronize). Not available in `cfg(loom)` builds,
+/// [`synchronize`](Rcu::synchronize). Not available in loom or shuttle builds,
 /// where every model creates its own domain.
 ///
 /// ```

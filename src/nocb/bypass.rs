@@ -44,6 +44,15 @@ use super::wake::Traffic;
 /// While in a flood, the clock is read once per this many enqueues.
 pub(crate) const CLOCK_EVERY: u64 = 32;
 
+/// When a bypass is flushed: once it holds `max` callbacks, or once it is
+/// older than a tick (the lazy timeout if it holds only lazy callbacks).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FlushRule {
+    pub(crate) max: usize,
+    pub(crate) tick_ns: u64,
+    pub(crate) lazy_ns: u64,
+}
+
 /// One shard's bypass list and flood accounting, under `Shard::bypass`.
 #[derive(Default)]
 pub(crate) struct Bypass {
@@ -129,13 +138,16 @@ impl Bypass {
         was_empty
     }
 
-    /// Should the bypass be flushed, by the clock reading `now`? When it is
-    /// longer than `max`, or older than a tick (the lazy timeout if it holds
-    /// only lazy callbacks).
-    pub(crate) fn should_flush(&self, now: u64, max: usize, tick: u64, lazy: u64) -> bool {
+    /// Should the bypass be flushed, by the clock reading `now`, under
+    /// `rule`?
+    pub(crate) fn should_flush(&self, now: u64, rule: FlushRule) -> bool {
         let age = now.saturating_sub(self.first);
-        self.q.len() != 0
-            && (self.q.len() >= max || age >= if self.lazy_only() { lazy } else { tick })
+        let max_age = if self.lazy_only() {
+            rule.lazy_ns
+        } else {
+            rule.tick_ns
+        };
+        self.q.len() != 0 && (self.q.len() >= rule.max || age >= max_age)
     }
 
     /// Take the whole bypass out, to be inserted into the segmented list by
@@ -180,6 +192,14 @@ mod tests {
         assert_eq!(b.count_enqueue(4, 1), Traffic::Normal);
     }
 
+    fn rule(max: usize, tick_ns: u64, lazy_ns: u64) -> FlushRule {
+        FlushRule {
+            max,
+            tick_ns,
+            lazy_ns,
+        }
+    }
+
     #[test]
     fn lazy_only_and_flush_conditions() {
         let mut b = Bypass {
@@ -189,18 +209,21 @@ mod tests {
         assert!(b.push(Slot::new(|| ()), CallKind::Lazy));
         assert!(b.lazy_only());
         assert!(
-            !b.should_flush(1500, 10, 100, 1000),
+            !b.should_flush(1500, rule(10, 100, 1000)),
             "lazy waits its timeout"
         );
-        assert!(b.should_flush(2000, 10, 100, 1000));
+        assert!(b.should_flush(2000, rule(10, 100, 1000)));
         assert!(!b.push(Slot::new(|| ()), CallKind::Normal));
         assert!(!b.lazy_only());
-        assert!(b.should_flush(1100, 10, 100, 1000), "non-lazy: a tick");
-        assert!(b.should_flush(1000, 2, 100, 1000), "long");
+        assert!(
+            b.should_flush(1100, rule(10, 100, 1000)),
+            "non-lazy: a tick"
+        );
+        assert!(b.should_flush(1000, rule(2, 100, 1000)), "long");
         let n = std::mem::take(b.take()).len();
         assert_eq!((n, b.len(), b.lazy_only(), b.queued), (2, 0, false, 2));
         assert!(
-            !b.should_flush(u64::MAX, 0, 0, 0),
+            !b.should_flush(u64::MAX, rule(0, 0, 0)),
             "empty: nothing to flush"
         );
     }

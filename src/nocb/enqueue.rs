@@ -61,7 +61,7 @@ impl Nocb {
                 // A new bypass is timed from now (one clock read per bypass).
                 b.sample_clock(cfg.nobypass_limit, cfg.tick_ns);
             }
-            let due = b.should_flush(b.now, cfg.bypass_max, cfg.tick_ns, cfg.lazy_ns);
+            let due = b.should_flush(b.now, self.flush_rule());
             if b.admits(kind, traffic) && !due {
                 let was_empty = shard.push_bypass(&mut b, slot, kind);
                 let now = b.now;
@@ -77,9 +77,9 @@ impl Nocb {
         let g = self.wakes.group_index(i);
         let (owed, wake_pending) = {
             let mut l = shard.list.lock();
-            let flushed = shard.flush_bypass(&mut b, &mut l);
+            let owed_by_flush = shard.flush_bypass(&mut b, &mut l);
             drop(b);
-            let owed = flushed.or(shard.enqueue(&mut l, slot));
+            let owed = owed_by_flush.or(shard.enqueue(&mut l, slot));
             (owed, self.wakes.wake_pending(g))
         };
         if owed == WakeOwed::GpWorker || wake_pending {

@@ -58,6 +58,11 @@ impl Env<'_> {
         self.reader.current_nesting() != 0
     }
 
+    /// Start `worker` on a thread of its own.
+    pub(crate) fn start(&self, worker: Worker) -> JoinHandle<()> {
+        (self.spawn)(worker)
+    }
+
     /// Make sure grace period `target` runs without anyone blocking on it:
     /// the engine thread (started here if needed) runs it, and tells the
     /// GP workers when it is done.
@@ -65,7 +70,7 @@ impl Env<'_> {
         if self.gp.is_done(target) {
             return;
         }
-        self.gp.request(target, || (self.spawn)(Worker::Engine));
+        self.gp.request(target, || self.start(Worker::Engine));
     }
 }
 

@@ -38,11 +38,12 @@ use crate::mutants::mutant;
 use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
+use self::bypass::FlushRule;
 use self::shard::Shard;
 use self::throttle::Throttle;
 use self::wake::{Delays, Wakes};
 
-pub(crate) use self::env::{default_stride, CallKind, Config, Env, ModelOptions, Worker};
+pub(crate) use self::env::{default_stride, CallKind, Config, Env, ModelOptions, Spawn, Worker};
 pub(crate) use self::shard::{in_any_callback, in_callback_of};
 crate::mutants::model_only! {
     pub(crate) use self::shard::set_shard_hint;
@@ -77,7 +78,7 @@ impl Nocb {
             tick: cfg.tick_ns,
             lazy: cfg.lazy_ns,
         };
-        let wakes = Wakes::new(cfg.shards, cfg.stride, delays, cfg.model.wake_rate_limit);
+        let wakes = Wakes::new(cfg.shards, cfg.stride, delays, cfg.model);
         Nocb {
             shards: (0..cfg.shards)
                 .map(|_| CachePadded::new(Shard::new()))
@@ -115,6 +116,15 @@ impl Nocb {
         self.wakes.run_timer();
     }
 
+    /// When this domain's bypass lists are flushed.
+    fn flush_rule(&self) -> FlushRule {
+        FlushRule {
+            max: self.cfg.bypass_max,
+            tick_ns: self.cfg.tick_ns,
+            lazy_ns: self.cfg.lazy_ns,
+        }
+    }
+
     /// The domain's backlog: callbacks queued and not yet finished.
     pub(crate) fn backlog(&self) -> usize {
         self.shards.iter().map(|s| s.backlog()).sum()
@@ -134,11 +144,11 @@ impl Nocb {
         let group = self.wakes.group_index(i);
         if !w.group_started[group] {
             let leader = self.wakes.groups[group].leader;
-            w.handles.push((env.spawn)(Worker::Gp { group, leader }));
+            w.handles.push(env.start(Worker::Gp { group, leader }));
             w.group_started[group] = true;
         }
         if !self.cfg.model.caller_runs_callbacks {
-            w.handles.push((env.spawn)(Worker::Cb { shard: i }));
+            w.handles.push(env.start(Worker::Cb { shard: i }));
         }
         shard.started.store(true, Ordering::Release);
     }

@@ -20,7 +20,8 @@
 //! a `call()` that happened before the barrier is never missed: these are
 //! the fully ordered 0→1 and 1→0 transitions the kernel gets from full
 //! fences around its length updates, obtained here from the locks. The
-//! throttle and `stats()` read both without locks, as estimates. Checked by
+//! throttle reads both without locks, as an estimate ([`Shard::backlog`]);
+//! `stats()` reads them under the locks ([`Shard::counters`]). Checked by
 //! the loom models `barrier_races_enqueue_and_invocation` (mutant
 //! `cb_len_early`), `concurrent_barriers_share_work` and
 //! `barrier_entrain_races_bypass_flush`.
@@ -112,7 +113,7 @@ impl Shard {
     }
 
     /// Callbacks of this shard not yet finished: list, bypass and in
-    /// flight (a lock-free estimate for the throttle and `stats()`).
+    /// flight (a lock-free estimate, for the throttle).
     pub(crate) fn backlog(&self) -> usize {
         self.bypass_len.load(Ordering::Relaxed) + self.len.load(Ordering::Relaxed)
     }
@@ -174,7 +175,8 @@ impl Shard {
 
     /// Take up to `max` DONE callbacks out for the CB worker to run, under
     /// the list lock. They still count in the length until
-    /// [`finished`](Shard::finished) (mutant `cb_len_early`: no longer).
+    /// [`finished`](Shard::finished) (mutant `cb_len_early` lowers the
+    /// length here, before they run).
     pub(crate) fn take_done(&self, l: &mut ShardList, max: usize) -> CbQueue {
         let batch = l.cbs.extract_done(max);
         if mutant!(CbLenEarly) {
@@ -189,6 +191,37 @@ impl Shard {
         l.invoked += ran as u64;
         if !mutant!(CbLenEarly) {
             self.len_sub(l, ran);
+        }
+    }
+}
+
+/// One shard's counters, read together (see [`Shard::counters`]).
+pub(crate) struct ShardCounters {
+    pub(crate) queued: u64,
+    pub(crate) invoked: u64,
+    /// Queued and not yet finished: list, bypass and in flight.
+    pub(crate) pending: usize,
+    pub(crate) cb_worker_wakeups: u64,
+    pub(crate) barrier_entrained: u64,
+    pub(crate) bypass_queued: u64,
+    pub(crate) bypass_flushes: u64,
+}
+
+impl Shard {
+    /// The shard's counters, read under its locks (the CB worker's sleep
+    /// lock, then bypass, then list), so that they agree with each other.
+    pub(crate) fn counters(&self) -> ShardCounters {
+        let cb_worker_wakeups = self.cb.wakeups();
+        let b = self.bypass.lock();
+        let l = self.list.lock();
+        ShardCounters {
+            queued: l.queued + b.queued,
+            invoked: l.invoked,
+            pending: self.len_locked(&l) + b.len(),
+            cb_worker_wakeups,
+            barrier_entrained: l.barrier_entrained,
+            bypass_queued: b.queued,
+            bypass_flushes: b.flushes,
         }
     }
 }

@@ -100,15 +100,14 @@
 //! The level rules are unit-tested below; the races between them are
 //! checked by the loom models in loom-tests/tests/wakeups.rs.
 //!
-//! This is the largest file of `nocb/` (about 460 lines of code besides the
-//! unit tests) by design: every decision to wake a GP worker, and both
+//! This is the largest file of `nocb/` by design: every decision to wake a GP worker, and both
 //! sleep handshakes those decisions pair with, stay in one place, so that
 //! the no-lost-wake argument can be read in one file.
 
 use crate::mutants::{model_only, mutant, mutant_diverts};
 use crate::sync::{now_ns, AtomicU8, Condvar, Mutex, Ordering};
 
-use super::env::{CallKind, Env, Worker};
+use super::env::{CallKind, Env, ModelOptions, Worker};
 use super::timer::TimerService;
 
 /// A deferred-wake level (kernel: `RCU_NOCB_WAKE_*`).
@@ -171,8 +170,9 @@ pub(crate) enum Traffic {
     Flood,
 }
 
-/// Bypass lists a GP worker's scan left behind, unflushed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Bypass lists a GP worker's scan left behind, unflushed; ordered so that
+/// the most demanding of several is their `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum LeftBehind {
     Nothing,
     /// Only bypasses that hold nothing but lazy callbacks.
@@ -183,14 +183,6 @@ pub(crate) enum LeftBehind {
 }
 
 impl LeftBehind {
-    /// Also leave behind a bypass that is lazy-only or not.
-    pub(crate) fn and(self, lazy_only: bool) -> LeftBehind {
-        match (self, lazy_only) {
-            (LeftBehind::Normal, _) | (_, false) => LeftBehind::Normal,
-            _ => LeftBehind::LazyOnly,
-        }
-    }
-
     /// The level that brings the GP worker back to flush them.
     fn level(self) -> Option<Level> {
         match self {
@@ -231,7 +223,7 @@ pub(crate) enum ExpediteRate {
 pub(crate) struct GroupWake {
     /// `true` from the moment the GP worker starts a scan until someone
     /// wakes it: a waker that finds it `true` sets it `false` and notifies.
-    sleep: bool,
+    asleep: bool,
     /// The grace period the sleeping GP worker waits for, if any.
     awaited: Option<u64>,
     /// Shut down: the GP worker exits.
@@ -260,7 +252,7 @@ pub(crate) struct GroupWake {
 impl GroupWake {
     pub(crate) fn new() -> GroupWake {
         GroupWake {
-            sleep: false,
+            asleep: false,
             awaited: None,
             stop: false,
             wakeups: 0,
@@ -367,8 +359,8 @@ impl GroupWake {
 
     /// Wake the GP worker if it sleeps (or is about to).
     fn wake_sleeper(&mut self, cv: &Condvar) {
-        if self.sleep {
-            self.sleep = false;
+        if self.asleep {
+            self.asleep = false;
             cv.notify_one();
         }
     }
@@ -422,7 +414,7 @@ pub(crate) struct Wakes {
 
 impl Wakes {
     /// Groups of `stride` consecutive shards out of `shards`.
-    pub(crate) fn new(shards: usize, stride: usize, delays: Delays, rate_limit: bool) -> Wakes {
+    pub(crate) fn new(shards: usize, stride: usize, delays: Delays, model: ModelOptions) -> Wakes {
         let groups: Box<[Group]> = (0..shards)
             .step_by(stride)
             .map(|leader| Group {
@@ -438,7 +430,7 @@ impl Wakes {
             groups,
             stride,
             delays,
-            rate_limit,
+            rate_limit: model.wake_rate_limit,
         }
     }
 
@@ -509,7 +501,7 @@ impl Wakes {
         }
         if let Some(deadline) = w.defer(level, now, self.delays) {
             self.timer
-                .schedule(g, deadline, || (env.spawn)(Worker::Timer));
+                .schedule(g, deadline, || env.start(Worker::Timer));
         }
         self.groups[g].publish(w);
     }
@@ -585,7 +577,7 @@ impl Wakes {
         if w.stop {
             return None;
         }
-        w.sleep = true;
+        w.asleep = true;
         let flush = if std::mem::take(&mut w.flush_all) {
             FlushBypasses::All
         } else {
@@ -626,11 +618,11 @@ impl Wakes {
         }
         if mutant!(GpSleepAfterScan) {
             // Broken variant: a wake that raced the scan is lost.
-            w.sleep = true;
+            w.asleep = true;
         }
         mutant_diverts!(AwaitUnlocked => self.sleep_await_unlocked(group, w, earliest, is_done));
         w.awaited = earliest;
-        while w.sleep && !w.stop && !earliest.is_some_and(&is_done) {
+        while w.asleep && !w.stop && !earliest.is_some_and(&is_done) {
             group.cv.wait(&mut w);
         }
         woke(&mut w)
@@ -682,7 +674,7 @@ model_only! {
             let mut w = group.wake.lock();
             w.awaited = earliest;
             if !done {
-                while w.sleep && !w.stop {
+                while w.asleep && !w.stop {
                     group.cv.wait(&mut w);
                 }
             }
@@ -692,10 +684,10 @@ model_only! {
 }
 
 /// The CB worker's sleep state: the GP worker's protocol, for one shard.
-struct CbWake {
+struct CbSleep {
     /// `true` from the moment the CB worker starts looking for DONE
     /// callbacks until someone wakes it.
-    sleep: bool,
+    asleep: bool,
     /// Shut down: the CB worker exits once DONE is empty.
     stop: bool,
     wakeups: u64,
@@ -704,15 +696,15 @@ struct CbWake {
 /// A shard's CB worker's sleep and its wakers (kernel: `nocb_cb_wait`,
 /// `swake_up_one(&rdp->nocb_cb_wq)`).
 pub(crate) struct CbWaker {
-    state: Mutex<CbWake>,
+    state: Mutex<CbSleep>,
     cv: Condvar,
 }
 
 impl CbWaker {
     pub(crate) fn new() -> CbWaker {
         CbWaker {
-            state: Mutex::new(CbWake {
-                sleep: false,
+            state: Mutex::new(CbSleep {
+                asleep: false,
                 stop: false,
                 wakeups: 0,
             }),
@@ -723,7 +715,7 @@ impl CbWaker {
     /// The CB worker is about to look at DONE: mark it asleep first.
     pub(crate) fn begin_drain(&self) {
         if !mutant!(CbSleepAfterDrain) {
-            self.state.lock().sleep = true;
+            self.state.lock().asleep = true;
         }
     }
 
@@ -733,9 +725,9 @@ impl CbWaker {
         let mut w = self.state.lock();
         if mutant!(CbSleepAfterDrain) {
             // Broken variant: a wake that raced the drain is lost.
-            w.sleep = true;
+            w.asleep = true;
         }
-        while w.sleep && !w.stop {
+        while w.asleep && !w.stop {
             self.cv.wait(&mut w);
         }
         if w.stop {
@@ -756,8 +748,8 @@ impl CbWaker {
     /// lock, after whatever filled DONE released it.
     pub(crate) fn wake(&self) {
         let mut w = self.state.lock();
-        if w.sleep {
-            w.sleep = false;
+        if w.asleep {
+            w.asleep = false;
             drop(w);
             self.cv.notify_one();
         }

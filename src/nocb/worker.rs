@@ -116,7 +116,8 @@ impl Nocb {
             FlushBypasses::WhenDue if shard.bypass_nonempty_hint() => {
                 let b = shard.bypass.try_lock();
                 if b.is_none() && !mutant!(GpTrylockFailNoDefer) {
-                    *left = left.and(false);
+                    // Busy: its contents are unknown, so not lazy-only.
+                    *left = (*left).max(LeftBehind::Normal);
                 }
                 b
             }
@@ -124,13 +125,17 @@ impl Nocb {
         };
         let mut l = shard.list.lock();
         if let Some(mut b) = bypass {
-            let c = &self.cfg;
-            let due = b.should_flush(now, c.bypass_max, c.tick_ns, c.lazy_ns);
+            let due = b.should_flush(now, self.flush_rule());
             if flush == FlushBypasses::All || due {
                 // The GP worker owes itself nothing: it is scanning.
                 let _ = shard.flush_bypass(&mut b, &mut l);
             } else if b.len() != 0 {
-                *left = left.and(b.lazy_only());
+                let this = if b.lazy_only() {
+                    LeftBehind::LazyOnly
+                } else {
+                    LeftBehind::Normal
+                };
+                *left = (*left).max(this);
             }
         }
         // Mutant `advance_early`: DONE without the grace period.

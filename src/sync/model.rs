@@ -127,18 +127,24 @@ impl Condvar {
     }
 }
 
+/// The word behind model time. Under loom a std atomic, deliberately not a
+/// loom one: loom runs one thread at a time and replays each execution, so
+/// it reads deterministically, and the clock is not a protocol to check;
+/// tracking it would only multiply the executions. Under shuttle a shuttle
+/// atomic, whose every access is a point where shuttle may switch threads:
+/// the schedules the shuttle suite explores around clock reads.
+#[cfg(loom)]
+type ClockWord = std::sync::atomic::AtomicU64;
+#[cfg(shuttle)]
+type ClockWord = shuttle::sync::atomic::AtomicU64;
+
 rt::lazy_static! {
     /// Model time: it stands still except when a timer fires, which moves
     /// it to that timer's deadline ([`advance_model_time`]). So "one tick
     /// later" becomes true exactly when some timer armed for it has fired,
-    /// at whatever point of the execution the checker let it fire.
-    ///
-    /// A std atomic, deliberately not a model one: the checkers run one
-    /// thread at a time, so it reads deterministically, and the clock is
-    /// not a protocol to check; tracking it would only multiply the
-    /// executions. (A model `lazy_static` restarts at 0 in every execution.)
-    static ref MODEL_NOW: std::sync::atomic::AtomicU64 =
-        std::sync::atomic::AtomicU64::new(0);
+    /// at whatever point of the execution the checker let it fire. (A model
+    /// `lazy_static` restarts at 0 in every execution.)
+    static ref MODEL_NOW: ClockWord = ClockWord::new(0);
 }
 
 /// Model time in nanoseconds; see `MODEL_NOW`.
@@ -170,10 +176,11 @@ pub(crate) enum TimerClock {
 impl TimerClock {
     /// An armed timer may fire at any point after it was armed: now, which
     /// is whatever point of the execution the checker picked, and model
-    /// time moves to its deadline.
+    /// time moves to its deadline. Only the timers due at that deadline
+    /// fire in this pass; a later one waits for a pass of its own.
     pub(crate) fn check(deadline: u64) -> TimerClock {
         advance_model_time(deadline);
-        TimerClock::Due { now: now_ns() }
+        TimerClock::Due { now: deadline }
     }
 }
 
