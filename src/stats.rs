@@ -87,15 +87,19 @@ pub(crate) fn collect(nocb: &Nocb, grace_periods: impl FnOnce() -> u64) -> Stats
         .shards
         .iter()
         .map(|s| {
-            let c = s.counters();
+            // The shard's lock order: the CB worker's sleep lock (alone),
+            // then bypass, then list; under both, its counters agree.
+            let cb_worker_wakeups = s.cb.wakeups();
+            let b = s.bypass.lock();
+            let l = s.list.lock();
             ShardStats {
-                queued: c.queued,
-                invoked: c.invoked,
-                pending: c.pending as u64,
-                cb_worker_wakeups: c.cb_worker_wakeups,
-                barrier_callbacks: c.barrier_entrained,
-                bypass_queued: c.bypass_queued,
-                bypass_flushes: c.bypass_flushes,
+                queued: l.queued + b.queued,
+                invoked: l.invoked,
+                pending: (s.len_locked(&l) + b.len()) as u64,
+                cb_worker_wakeups,
+                barrier_callbacks: l.barrier_entrained,
+                bypass_queued: b.queued,
+                bypass_flushes: b.flushes,
             }
         })
         .collect();

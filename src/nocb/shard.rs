@@ -21,7 +21,7 @@
 //! the fully ordered 0→1 and 1→0 transitions the kernel gets from full
 //! fences around its length updates, obtained here from the locks. The
 //! throttle reads both without locks, as an estimate ([`Shard::backlog`]);
-//! `stats()` reads them under the locks ([`Shard::counters`]). Checked by
+//! `stats()` reads them under the locks. Checked by
 //! the loom models `barrier_races_enqueue_and_invocation` (mutant
 //! `cb_len_early`), `concurrent_barriers_share_work` and
 //! `barrier_entrain_races_bypass_flush`.
@@ -121,11 +121,7 @@ impl Shard {
     /// Queue `slot` on the list, under its lock (`l`). Owes a wake if the
     /// list had nothing pending.
     pub(crate) fn enqueue(&self, l: &mut ShardList, slot: Slot) -> WakeOwed {
-        let owed = if l.cbs.pending() == 0 {
-            WakeOwed::GpWorker
-        } else {
-            WakeOwed::Nothing
-        };
+        let owed = owed_by_idle_list(l);
         l.cbs.enqueue(slot);
         l.queued += 1;
         self.len_add(l, 1);
@@ -152,11 +148,7 @@ impl Shard {
         if n == 0 {
             return WakeOwed::Nothing;
         }
-        let owed = if l.cbs.pending() == 0 {
-            WakeOwed::GpWorker
-        } else {
-            WakeOwed::Nothing
-        };
+        let owed = owed_by_idle_list(l);
         l.cbs.lend_spare_blocks(b.cache());
         l.cbs.insert_pending(b.take());
         self.len_add(l, n);
@@ -195,34 +187,13 @@ impl Shard {
     }
 }
 
-/// One shard's counters, read together (see [`Shard::counters`]).
-pub(crate) struct ShardCounters {
-    pub(crate) queued: u64,
-    pub(crate) invoked: u64,
-    /// Queued and not yet finished: list, bypass and in flight.
-    pub(crate) pending: usize,
-    pub(crate) cb_worker_wakeups: u64,
-    pub(crate) barrier_entrained: u64,
-    pub(crate) bypass_queued: u64,
-    pub(crate) bypass_flushes: u64,
-}
-
-impl Shard {
-    /// The shard's counters, read under its locks (the CB worker's sleep
-    /// lock, then bypass, then list), so that they agree with each other.
-    pub(crate) fn counters(&self) -> ShardCounters {
-        let cb_worker_wakeups = self.cb.wakeups();
-        let b = self.bypass.lock();
-        let l = self.list.lock();
-        ShardCounters {
-            queued: l.queued + b.queued,
-            invoked: l.invoked,
-            pending: self.len_locked(&l) + b.len(),
-            cb_worker_wakeups,
-            barrier_entrained: l.barrier_entrained,
-            bypass_queued: b.queued,
-            bypass_flushes: b.flushes,
-        }
+/// A list with nothing pending, about to receive callbacks, owes its GP
+/// worker a wake (read under the list lock, before they arrive).
+fn owed_by_idle_list(l: &ShardList) -> WakeOwed {
+    if l.cbs.pending() == 0 {
+        WakeOwed::GpWorker
+    } else {
+        WakeOwed::Nothing
     }
 }
 

@@ -34,11 +34,11 @@
 #[cfg(all(loom, shuttle))]
 compile_error!("rcu_offload: build with at most one of `--cfg loom` and `--cfg shuttle`");
 
-mod fences;
 #[cfg(not(any(loom, shuttle)))]
 mod membarrier;
 #[cfg(not(any(loom, shuttle)))]
 mod real;
+mod shared;
 #[cfg(not(any(loom, shuttle)))]
 use real as backend;
 
@@ -51,10 +51,10 @@ pub(crate) use backend::{
     default_shards, fence, first_shard_hint, heavy_fence, membarrier_available, now_ns,
     rcu_thread_local, reader_exit_store, reader_fence, spawn_named, spin_hint, AtomicBool,
     AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Condvar, JoinHandle, Mutex, MutexGuard,
-    TimerClock, DEFAULT_GP_SPIN_LIMIT,
+    DEFAULT_GP_SPIN_LIMIT,
 };
 
-pub(crate) use fences::ReaderFences;
+pub(crate) use shared::{ReaderFences, TimerClock};
 
 /// Atomic orderings are the same type in every backend.
 pub(crate) use std::sync::atomic::Ordering;

@@ -13,7 +13,7 @@ pub(crate) use ::loom as rt;
 #[cfg(shuttle)]
 pub(crate) use ::shuttle as rt;
 
-use super::fences::ReaderFences;
+use super::shared::{ReaderFences, TimerClock};
 use crate::mutants::mutant;
 
 pub(crate) use rt::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize};
@@ -162,15 +162,6 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) fn advance_model_time(to: u64) {
     rt::thread::yield_now();
     MODEL_NOW.fetch_max(to, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// What the timer thread does about its earliest deadline.
-pub(crate) enum TimerClock {
-    /// It is due: fire every timer due at `now`.
-    Due { now: u64 },
-    /// Sleep this long, unless notified (never, in a model).
-    #[allow(dead_code)]
-    Wait(Duration),
 }
 
 impl TimerClock {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::fences::ReaderFences;
 use super::membarrier;
+use super::shared::{ReaderFences, TimerClock};
 
 pub(crate) use std::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize,
@@ -81,14 +81,6 @@ pub(crate) fn now_ns() -> u64 {
     let epoch = *EPOCH.get_or_init(std::time::Instant::now);
     // u64 nanoseconds last 584 years.
     epoch.elapsed().as_nanos() as u64
-}
-
-/// What the timer thread does about its earliest deadline.
-pub(crate) enum TimerClock {
-    /// It is due: fire every timer due at `now`.
-    Due { now: u64 },
-    /// Sleep this long, unless notified.
-    Wait(Duration),
 }
 
 impl TimerClock {
