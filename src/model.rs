@@ -47,6 +47,30 @@ pub fn wake_state(rcu: &Rcu, group: usize) -> WakeState {
     }
 }
 
+/// Model time, in nanoseconds: it stands still except when a timer fires
+/// live and wakes a GP worker, which moves it to that timer's deadline.
+pub fn now() -> u64 {
+    crate::sync::now_ns()
+}
+
+/// A domain's timer delays, in nanoseconds of model time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delays {
+    /// One tick: the delay of a BYPASS, WAKE or FORCE deferral.
+    pub tick: u64,
+    /// The lazy timeout: the delay of a LAZY deferral.
+    pub lazy: u64,
+}
+
+/// The delays of `rcu`'s deferred wakes.
+pub fn delays(rcu: &Rcu) -> Delays {
+    let cfg = &rcu.core().nocb.cfg;
+    Delays {
+        tick: cfg.tick_ns,
+        lazy: cfg.lazy_ns,
+    }
+}
+
 /// How many callbacks shard `shard`'s bypass holds.
 pub fn bypass_len(rcu: &Rcu, shard: usize) -> usize {
     rcu.core().nocb.shards[shard].bypass.lock().len()
@@ -86,6 +110,13 @@ pub trait ModelBuilder {
     /// engine thread (the path it takes anyway when the engine thread
     /// cannot be started), which saves a thread.
     fn inline_grace_periods(self) -> Self;
+    /// The lazy timeout is longer than the model: a timer armed for a lazy
+    /// deadline never fires. Under it, a path that leaves a non-lazy callback (or a
+    /// throttled producer) waiting for a lazy timeout strands it, and the
+    /// model deadlocks; lazy callbacks themselves run only once something
+    /// else flushes them (a non-lazy callback on their shard, a barrier,
+    /// memory pressure, the domain's drop).
+    fn lazy_timer_never_fires(self) -> Self;
 }
 
 impl ModelBuilder for Builder {
@@ -99,6 +130,10 @@ impl ModelBuilder for Builder {
     }
     fn inline_grace_periods(mut self) -> Self {
         self.model.inline_gp = true;
+        self
+    }
+    fn lazy_timer_never_fires(mut self) -> Self {
+        self.model.lazy_timer_fires = false;
         self
     }
 }

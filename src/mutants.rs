@@ -101,6 +101,40 @@ mod enumeration {
         /// A throttled caller and the CB worker release it without the fence
         /// pair between them.
         ThrottleNoFence = "throttle_no_fence",
+        /// An enqueue that owes the GP worker a wake leaves it to whatever
+        /// timer is armed.
+        EnqueueLeavesWakeToTimer = "enqueue_leaves_wake_to_timer",
+        /// An enqueue's flush of its bypass into a list with nothing pending
+        /// owes no wake.
+        EnqueueFlushNoWake = "enqueue_flush_no_wake",
+        /// `barrier()`'s flush of a bypass into a list with nothing pending
+        /// wakes nobody.
+        BarrierFlushNoWake = "barrier_flush_no_wake",
+        /// `barrier()` first looks at every shard's lengths without their
+        /// locks, with relaxed loads, and returns if all read empty.
+        BarrierLenUnlocked = "barrier_len_unlocked",
+        /// The GP worker's scan leaves a young bypass behind without asking
+        /// for a timer.
+        ScanLeavesNoTimer = "scan_leaves_no_timer",
+        /// The GP worker's scan re-arms for the last shard's bypass, not the
+        /// most demanding of the group.
+        ScanRearmsLastShard = "scan_rearms_last_shard",
+        /// A raised level keeps the armed deadline, however far.
+        RaiseKeepsLaterDeadline = "raise_keeps_later_deadline",
+        /// A BYPASS request leaves a pending LAZY and its far deadline.
+        BypassKeepsLazyDeadline = "bypass_keeps_lazy_deadline",
+        /// Arming a timer earlier than the timer thread will look does not
+        /// notify it.
+        TimerNotNotified = "timer_not_notified",
+        /// Memory pressure's expedite flushes only bypasses that hold a
+        /// non-lazy callback.
+        ExpediteSkipsLazy = "expedite_skips_lazy",
+        /// FORCE does not ask the GP worker to flush every bypass.
+        ForceNoFlushAll = "force_no_flush_all",
+        /// A direct wake that cancels a pending FORCE forgets its flush.
+        WakeDropsFlushAll = "wake_drops_flush_all",
+        /// Every deferred wake is armed two ticks later than its delay.
+        DeferredDeadlineLate = "deferred_deadline_late",
     }
 
     impl Mutant {
@@ -124,18 +158,27 @@ mod enumeration {
     }
 }
 
-/// `mutant!(Variant)`: is that broken variant selected? See the module docs.
+/// `mutant!(Variant)`: is that broken variant selected? See the module
+/// docs. `mutant!(Variant, when cond)`: selected and `cond` holds, where
+/// `cond` may call model-only helpers.
 #[cfg(any(loom, shuttle))]
 macro_rules! mutant {
     ($variant:ident) => {
         $crate::mutants::Mutant::$variant.is_selected()
     };
+    ($variant:ident, when $cond:expr) => {
+        $crate::mutants::Mutant::$variant.is_selected() && $cond
+    };
 }
 
-/// `mutant!(Variant)`: always `false` outside model builds.
+/// `mutant!(...)`: always `false` outside model builds (`cond` is not
+/// compiled).
 #[cfg(not(any(loom, shuttle)))]
 macro_rules! mutant {
     ($variant:ident) => {
+        false
+    };
+    ($variant:ident, when $cond:expr) => {
         false
     };
 }
@@ -176,4 +219,23 @@ macro_rules! model_only {
     };
 }
 
-pub(crate) use {model_only, mutant, mutant_diverts};
+/// `model_or_real!(model, real)`: `model` in model builds, `real` in
+/// others. For the one place where the models run a different body on
+/// purpose: the timer thread's firing under the timer discipline
+/// (nocb/discipline.rs).
+#[cfg(any(loom, shuttle))]
+macro_rules! model_or_real {
+    ($model:expr, $real:expr) => {
+        $model
+    };
+}
+
+/// `model_or_real!(model, real)`: `real` outside model builds.
+#[cfg(not(any(loom, shuttle)))]
+macro_rules! model_or_real {
+    ($model:expr, $real:expr) => {
+        $real
+    };
+}
+
+pub(crate) use {model_only, model_or_real, mutant, mutant_diverts};

@@ -120,6 +120,12 @@ where
         }
         Bound::Fixed(n) => b.preemption_bound = Some(n),
     }
+    if let Ok(v) = std::env::var("LOOM_DEEP_BOUND") {
+        // loom-tests/deep.sh: every bounded model at least this deep;
+        // exhaustive ones stay exhaustive.
+        let deep: usize = v.parse().expect("LOOM_DEEP_BOUND: a number");
+        b.preemption_bound = b.preemption_bound.map(|n| n.max(deep));
+    }
     if let Ok(v) = std::env::var("LOOM_FORCE_BOUND") {
         // For measuring a model at another bound by hand; CI never sets it.
         b.preemption_bound = Some(v.parse().expect("LOOM_FORCE_BOUND: a number"));
@@ -211,4 +217,76 @@ pub fn one_shard() -> rcu_offload::Builder {
 /// Run shard 0's callbacks on this thread until `ran` reaches `n`.
 pub fn run_until(rcu: &Rcu, ran: &Ran, n: usize) {
     rcu_offload::model::run_callbacks(rcu, 0, || ran.count() >= n);
+}
+
+/// Run shard `shard`'s callbacks on this thread until `ran` reaches `n`.
+pub fn run_shard_until(rcu: &Rcu, shard: usize, ran: &Ran, n: usize) {
+    rcu_offload::model::run_callbacks(rcu, shard, || ran.count() >= n);
+}
+
+/// When a callback ran, in model time (`model::now()`), for the models that
+/// bound a deferred callback's delay by the deadline its path armed. Model
+/// time moves only when a timer fires live, so a callback that ran at `t`
+/// never waited for a timer due after `t`. Untracked, like [`Ran`].
+pub struct Stamp(std::sync::atomic::AtomicU64);
+
+impl Stamp {
+    /// Not run yet.
+    pub fn new() -> std::sync::Arc<Stamp> {
+        std::sync::Arc::new(Stamp(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+
+    /// Called by the callback: it runs now.
+    pub fn ran(&self) {
+        self.0.store(
+            rcu_offload::model::now(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The model time the callback ran at (`u64::MAX`: not yet).
+    pub fn at(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The deadline of the deferred wake pending on group `group` right now,
+/// or the current model time if none is pending (a wake already came).
+pub fn pending_deadline(rcu: &Rcu, group: usize) -> u64 {
+    rcu_offload::model::wake_state(rcu, group)
+        .timer
+        .unwrap_or_else(rcu_offload::model::now)
+}
+
+/// Plain, non-atomic data that callbacks write and a thread reads after
+/// `barrier()`: loom's `UnsafeCell` checks every access, and reports two
+/// accesses that no happens-before edge orders as a causality violation.
+/// So a barrier that returns without acquiring what its callbacks did
+/// fails the model, where a count kept in atomics would not show it.
+pub struct Plain(loom::cell::UnsafeCell<usize>);
+
+// SAFETY: `Plain` is shared only between loom threads in the models, and
+// every access goes through loom's `UnsafeCell`, which panics (failing the
+// model) on any pair of accesses not ordered by happens-before, instead of
+// letting a data race happen.
+unsafe impl Sync for Plain {}
+
+impl Plain {
+    /// Zero, shared.
+    pub fn new() -> Arc<Plain> {
+        Arc::new(Plain(loom::cell::UnsafeCell::new(0)))
+    }
+
+    /// Add one (a callback's write).
+    pub fn bump(&self) {
+        // SAFETY: loom checks that this write is ordered with every other
+        // access to the cell, and fails the model if it is not.
+        self.0.with_mut(|p| unsafe { *p += 1 });
+    }
+
+    /// The value (the barrier caller's read).
+    pub fn get(&self) -> usize {
+        // SAFETY: as in `bump`, loom checks the ordering of this read.
+        self.0.with(|p| unsafe { *p })
+    }
 }

@@ -9,11 +9,12 @@
 //! bypass.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicUsize, Ordering};
-use loom::sync::Arc;
-use rcu_offload::model::ModelBuilder;
+use loom::thread;
+use rcu_offload::model::{set_shard, ModelBuilder};
 use rcu_offload::Rcu;
-use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Ran};
+use rcu_offload_loom_tests::{
+    model, one_shard, run_shard_until, run_until, Bound, Done, Plain, Ran,
+};
 
 /// (B1) Two flood enqueues go to the bypass (the first defers a BYPASS
 /// wake) while the timer fires and the GP worker scans: the GP worker's
@@ -55,20 +56,25 @@ fn bypass_flush_races_enqueue() {
 /// periods itself (`ModelBuilder::inline_grace_periods`): main thread, GP worker, CB
 /// worker and timer, 4 threads.
 ///
-/// Mutant caught: `barrier_skips_bypass` (entrain without flushing):
-/// assertion.
+/// The callback writes plain data (loom's `UnsafeCell`) that the caller
+/// reads after `barrier()`: what the barrier waited for must be visible.
+///
+/// Mutants caught: `barrier_skips_bypass` (entrain without flushing):
+/// assertion; `barrier_flush_no_wake` (the barrier's flush into a list with
+/// nothing pending wakes nobody, leaving it to the LAZY timer armed for the
+/// bypass it has just emptied, which under the timer discipline goes off
+/// idle; the kernel's barrier waited out the lazy timeout this way):
+/// deadlock.
 #[test]
 fn barrier_entrain_races_bypass_flush() {
     model(Bound::Fixed(2), || {
         let rcu = one_shard().inline_grace_periods().build().unwrap();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
-        rcu.call_lazy(move || {
-            r.fetch_add(1, Ordering::Relaxed);
-        });
+        let data = Plain::new();
+        let d = data.clone();
+        rcu.call_lazy(move || d.bump());
         rcu.barrier();
         assert_eq!(
-            ran.load(Ordering::Relaxed),
+            data.get(),
             1,
             "barrier() returned before a lazy callback queued before it ran"
         );
@@ -82,8 +88,11 @@ fn barrier_entrain_races_bypass_flush() {
 /// fired (then model time passed the lazy timeout, and a GP worker may have
 /// flushed the bypass and taken new callbacks on the way). Both run.
 ///
-/// Mutant caught: `lazy_no_promote` (the non-lazy callback joins the
-/// lazy-only bypass and waits for the lazy timer): assertion.
+/// Mutants caught: `lazy_no_promote` (the non-lazy callback joins the
+/// lazy-only bypass and waits for the lazy timer): assertion;
+/// `enqueue_flush_no_wake` (the promoting flush into a list with nothing
+/// pending owes no wake, so both wait for the LAZY timer, which under the
+/// timer discipline goes off idle once its bypass is empty): deadlock.
 #[test]
 fn lazy_promotion() {
     model(Bound::Fixed(2), || {
@@ -128,5 +137,176 @@ fn throttle_blocks_until_low_water() {
             rcu.call(move || d.one());
         }
         done.wait_for(3);
+    });
+}
+
+/// Two shards served by one GP worker (`gp_stride(2)`), a lazy timeout
+/// longer than the model, and the GP worker running its own grace periods:
+/// main thread, GP worker and timer. Every `call()` goes to the list unless
+/// the shard is in a flood (more than `nobypass_limit` calls in a tick).
+fn two_shards(nobypass_limit: usize) -> Rcu {
+    Rcu::builder()
+        .shards(2)
+        .gp_stride(2)
+        .high_water(usize::MAX)
+        .nobypass_limit(nobypass_limit)
+        .caller_runs_callbacks()
+        .inline_grace_periods()
+        .lazy_timer_never_fires()
+        .build()
+        .unwrap()
+}
+
+/// Queue a callback that counts itself in `done` on shard `shard`.
+fn on_shard(rcu: &Rcu, shard: usize, done: &std::sync::Arc<Ran>, kind: Kind) {
+    set_shard(shard);
+    let d = done.clone();
+    match kind {
+        Kind::Normal => rcu.call(move || d.one()),
+        Kind::Lazy => rcu.call_lazy(move || d.one()),
+    }
+}
+
+/// Which `call` a model makes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Normal,
+    Lazy,
+}
+
+/// (B5) **A bypass does not wait out another shard's lazy timeout.** Shard
+/// 1's lazy callback arms LAZY for the group; then a flood callback joins
+/// shard 0's bypass and asks for BYPASS, which must take over the pending
+/// LAZY with its one-tick deadline. The lazy timer never fires here, so
+/// the flood callback runs only if it did. Afterwards a non-lazy callback
+/// on shard 1 promotes the lazy one, and both run.
+///
+/// Mutant caught: `bypass_keeps_lazy_deadline` (BYPASS leaves the pending
+/// LAZY and its far deadline): deadlock.
+#[test]
+fn bypass_takes_over_a_lazy_deadline() {
+    model(Bound::Fixed(3), || {
+        let rcu = two_shards(0);
+        let done = Ran::new();
+        on_shard(&rcu, 1, &done, Kind::Lazy);
+        on_shard(&rcu, 0, &done, Kind::Normal);
+        run_shard_until(&rcu, 0, &done, 1);
+        on_shard(&rcu, 1, &done, Kind::Normal);
+        run_shard_until(&rcu, 1, &done, 3);
+    });
+}
+
+/// (B6) **The GP worker's scan re-arms for everything it leaves, on every
+/// shard.** Inside a read-side section (so the first wake is deferred to
+/// WAKE) shard 0 gets a callback on its list and then, in a flood
+/// (`nobypass_limit(1)`), one in its bypass; shard 1 gets a lazy one. When
+/// the GP worker's first scan comes after all three, it cancels the WAKE,
+/// finds both bypasses young and must re-arm at the most demanding level
+/// of the two (BYPASS), not the last one's (LAZY, which never fires here).
+/// A non-lazy callback on shard 1 then promotes the lazy one.
+///
+/// Mutants caught: `scan_rearms_last_shard` (the re-armed level is the
+/// last shard's) and `scan_leaves_no_timer` (a young bypass is left with
+/// no timer at all): deadlock.
+#[test]
+fn scan_rearms_for_every_shard() {
+    model(Bound::Fixed(2), || {
+        let rcu = two_shards(1);
+        let done = Ran::new();
+        let g = rcu.read();
+        on_shard(&rcu, 0, &done, Kind::Normal);
+        on_shard(&rcu, 0, &done, Kind::Normal);
+        on_shard(&rcu, 1, &done, Kind::Lazy);
+        drop(g);
+        run_shard_until(&rcu, 0, &done, 2);
+        on_shard(&rcu, 1, &done, Kind::Normal);
+        run_shard_until(&rcu, 1, &done, 4);
+    });
+}
+
+/// (B7) **Memory pressure inside a read-side section flushes every bypass,
+/// lazy ones included, whoever wakes the GP worker first.** Three shards,
+/// one GP worker, high water 2. Shard 1 holds a lazy callback (the lazy
+/// timer never fires here). Inside a section, shard 0's third callback
+/// finds the backlog over high water: it may not block or wake anyone, so
+/// it defers FORCE, which promises a flush of every bypass. After the
+/// section a callback on shard 2 wakes the GP worker directly, racing the
+/// FORCE timer and the GP worker's own wake-up. The lazy callback must run.
+///
+/// Mutants caught: `force_no_flush_all` (FORCE does not ask for the flush)
+/// and `wake_drops_flush_all` (a direct wake that cancels the FORCE
+/// forgets its flush): deadlock.
+#[test]
+fn pressure_in_reader_flushes_lazy_bypasses() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::builder()
+            .shards(3)
+            .gp_stride(3)
+            .high_water(2)
+            .nobypass_limit(usize::MAX)
+            .caller_runs_callbacks()
+            .inline_grace_periods()
+            .lazy_timer_never_fires()
+            .build()
+            .unwrap();
+        let done = Ran::new();
+        on_shard(&rcu, 1, &done, Kind::Lazy);
+        let g = rcu.read();
+        for _ in 0..3 {
+            on_shard(&rcu, 0, &done, Kind::Normal);
+        }
+        drop(g);
+        on_shard(&rcu, 2, &done, Kind::Normal);
+        run_shard_until(&rcu, 0, &done, 3);
+        run_shard_until(&rcu, 1, &done, 4);
+        run_shard_until(&rcu, 2, &done, 5);
+    });
+}
+
+/// (B8) **A throttled producer is released without waiting out a lazy
+/// timeout.** Two shards, one GP worker, high water 1, low water 0; a
+/// helper thread runs the callbacks (main thread, helper, GP worker,
+/// timer). Shard 1 holds a lazy callback (the lazy timer never fires
+/// here); this thread queues three callbacks on shard 0, and the third
+/// finds the backlog over high water unless the helper was quick: then it
+/// blocks until the backlog is at low water, the lazy callback included,
+/// so its expedite must flush the lazy bypass too. Where nobody was
+/// throttled, a non-lazy callback on shard 1 flushes it instead.
+///
+/// Mutant caught: `expedite_skips_lazy` (the expedite flushes only
+/// bypasses holding a non-lazy callback): deadlock.
+#[test]
+fn throttled_producer_flushes_lazy_bypasses() {
+    model(Bound::Fixed(2), || {
+        let rcu = Rcu::builder()
+            .shards(2)
+            .gp_stride(2)
+            .high_water(1)
+            .low_water(0)
+            .nobypass_limit(usize::MAX)
+            .caller_runs_callbacks()
+            .inline_grace_periods()
+            .lazy_timer_never_fires()
+            .build()
+            .unwrap();
+        let (ran0, ran1) = (Ran::new(), Ran::new());
+        on_shard(&rcu, 1, &ran1, Kind::Lazy);
+        let helper = {
+            let (rcu, ran0, ran1) = (rcu.clone(), ran0.clone(), ran1.clone());
+            thread::spawn(move || {
+                run_shard_until(&rcu, 0, &ran0, 2);
+                run_shard_until(&rcu, 1, &ran1, 1);
+                run_shard_until(&rcu, 0, &ran0, 3);
+            })
+        };
+        for _ in 0..3 {
+            on_shard(&rcu, 0, &ran0, Kind::Normal);
+        }
+        if rcu.stats().throttled == 0 {
+            on_shard(&rcu, 1, &ran1, Kind::Normal);
+        } else {
+            assert_eq!(ran1.count(), 1, "a throttled call returned above low water");
+        }
+        helper.join().unwrap();
     });
 }

@@ -14,7 +14,9 @@ use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::model::ModelBuilder;
 use rcu_offload::{Rcu, RcuCell};
-use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Objects, Ran, POISON};
+use rcu_offload_loom_tests::{
+    model, one_shard, run_until, Bound, Done, Objects, Plain, Ran, POISON,
+};
 
 /// One shard, no throttling, and no wake rate-limiting: model time stands
 /// still, so rate-limiting would defer every direct wake after the first to
@@ -23,6 +25,17 @@ use rcu_offload_loom_tests::{model, one_shard, run_until, Bound, Done, Objects, 
 /// (2) and the models in wakeups.rs run.
 fn domain() -> Rcu {
     one_shard().no_wake_rate_limit().build().unwrap()
+}
+
+/// [`domain`] with the GP worker running its grace periods itself, one
+/// thread fewer: for the models of the CB worker and `barrier()`, where
+/// the engine thread only adds interleavings that other models cover.
+fn domain_without_engine() -> Rcu {
+    one_shard()
+        .no_wake_rate_limit()
+        .inline_grace_periods()
+        .build()
+        .unwrap()
 }
 
 /// (1) An enqueue that makes the shard go from nothing pending to something
@@ -107,7 +120,7 @@ fn gp_completed_by_synchronize() {
 #[test]
 fn cb_worker_drains_while_enqueuing() {
     model(Bound::Fixed(2), || {
-        let rcu = domain();
+        let rcu = domain_without_engine();
         let done = Done::new();
         let runs = Arc::new(AtomicUsize::new(0));
         let producer = {
@@ -132,25 +145,28 @@ fn cb_worker_drains_while_enqueuing() {
 
 /// (4) `barrier()` entrains while a callback queued before it is being
 /// advanced or invoked, and while another thread enqueues: it never returns
-/// before the earlier callback ran, and never hangs. Mutant caught:
-/// `cb_len_early` (the CB worker lowers the shard length before running its
-/// batch, so the barrier sees an empty shard and returns early).
+/// before the earlier callback ran, never hangs, and what the callback
+/// wrote (plain data, loom's `UnsafeCell`) is visible to the caller once it
+/// returns. Mutants caught: `cb_len_early` (the CB worker lowers the shard
+/// length before running its batch, so the barrier sees an empty shard and
+/// returns early): assertion or causality violation; `barrier_len_unlocked`
+/// (the barrier skips a shard whose length a relaxed, lock-free load reads
+/// as zero: it may return after the callback ran, but without acquiring
+/// its write): causality violation.
 #[test]
 fn barrier_races_enqueue_and_invocation() {
     model(Bound::Fixed(2), || {
-        let rcu = domain();
-        let ran = Arc::new(AtomicUsize::new(0));
-        let r = ran.clone();
-        rcu.call(move || {
-            r.fetch_add(1, Ordering::Relaxed);
-        });
+        let rcu = domain_without_engine();
+        let data = Plain::new();
+        let d = data.clone();
+        rcu.call(move || d.bump());
         let racer = {
             let rcu = rcu.clone();
             thread::spawn(move || rcu.call(|| ()))
         };
         rcu.barrier();
         assert_eq!(
-            ran.load(Ordering::Relaxed),
+            data.get(),
             1,
             "barrier() returned before a callback queued before it ran"
         );
@@ -163,23 +179,22 @@ fn barrier_races_enqueue_and_invocation() {
 /// by the other's, it never returns before its callback ran. The serving
 /// barrier looks at each shard under its locks, which order the other
 /// caller's `call()`; `cb_len_early` and `barrier_skips_bypass` guard the
-/// rest of `barrier()`.
+/// rest of `barrier()`. The callback writes plain data that the first
+/// caller reads once its barrier returns, whichever barrier served it.
 #[test]
 fn concurrent_barriers_share_work() {
     model(Bound::Fixed(2), || {
-        let rcu = domain();
-        let ran = Arc::new(AtomicUsize::new(0));
+        let rcu = domain_without_engine();
+        let data = Plain::new();
         let other = {
             let rcu = rcu.clone();
             thread::spawn(move || rcu.barrier())
         };
-        let r = ran.clone();
-        rcu.call(move || {
-            r.fetch_add(1, Ordering::Relaxed);
-        });
+        let d = data.clone();
+        rcu.call(move || d.bump());
         rcu.barrier();
         assert_eq!(
-            ran.load(Ordering::Relaxed),
+            data.get(),
             1,
             "barrier() returned before a callback queued before it ran"
         );
@@ -194,7 +209,7 @@ fn concurrent_barriers_share_work() {
 #[test]
 fn shutdown_runs_pending_callbacks() {
     model(Bound::Fixed(3), || {
-        let rcu = domain();
+        let rcu = domain_without_engine();
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
             let r = ran.clone();

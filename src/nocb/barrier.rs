@@ -45,7 +45,7 @@ use crate::segcblist::DONE;
 use crate::seq;
 use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
 
-use super::shard::Shard;
+use super::shard::{Flusher, Shard};
 use super::wake::{WakeOwed, Wakes};
 
 /// Per-domain barrier bookkeeping.
@@ -113,6 +113,11 @@ impl BarrierState {
     /// caller has checked that it is neither reading nor a callback of this
     /// domain.
     pub(crate) fn run(&self, shards: &[CachePadded<Shard>], wakes: &Wakes) {
+        if mutant!(BarrierLenUnlocked, when shards.iter().all(|s| s.looks_idle_unlocked())) {
+            // Broken variant: a lock-free look, without `Acquire`, finds
+            // every shard idle and returns.
+            return;
+        }
         // Order the caller's earlier `call()`s before the barrier-sequence
         // read below, as the kernel's `rcu_barrier` does with `smp_mb()`
         // (module docs).
@@ -146,7 +151,7 @@ impl BarrierState {
             let owed = if mutant!(BarrierSkipsBypass) {
                 WakeOwed::Nothing
             } else {
-                shard.flush_bypass(&mut b, &mut l)
+                shard.flush_bypass(&mut b, &mut l, Flusher::Barrier)
             };
             drop(b);
             if shard.len_locked(&l) == 0 {
@@ -166,7 +171,7 @@ impl BarrierState {
             if seg == DONE {
                 shard.cb.wake();
             }
-            if owed == WakeOwed::GpWorker {
+            if owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
                 // The flush gave the list its first pending callbacks.
                 wakes.wake_gp_worker(wakes.group_index(i));
             }

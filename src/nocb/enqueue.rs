@@ -34,10 +34,11 @@
 //! queues and returns. Under pressure nothing is lazy.
 
 use crate::callback::Slot;
+use crate::mutants::mutant;
 use crate::sync::{now_ns, Ordering};
 
 use super::env::{CallKind, Env};
-use super::shard::{in_any_callback, shard_index};
+use super::shard::{in_any_callback, shard_index, Flusher};
 use super::wake::{ExpediteRate, Traffic, WakeOwed};
 use super::Nocb;
 
@@ -77,7 +78,7 @@ impl Nocb {
         let g = self.wakes.group_index(i);
         let (owed, wake_pending) = {
             let mut l = shard.list.lock();
-            let owed_by_flush = shard.flush_bypass(&mut b, &mut l);
+            let owed_by_flush = shard.flush_bypass(&mut b, &mut l, Flusher::Enqueue);
             drop(b);
             let owed = owed_by_flush.or(shard.enqueue(&mut l, slot));
             (owed, self.wakes.wake_pending(g))
@@ -130,9 +131,12 @@ impl Nocb {
         for (g, group) in self.wakes.groups.iter().enumerate() {
             for shard in &self.shards[group.shards.clone()] {
                 let mut b = shard.bypass.lock();
+                if mutant!(ExpediteSkipsLazy) && b.lazy_only() {
+                    continue;
+                }
                 let mut l = shard.list.lock();
                 // The wake below covers whatever the flush owes.
-                let _ = shard.flush_bypass(&mut b, &mut l);
+                let _ = shard.flush_bypass(&mut b, &mut l, Flusher::Expedite);
             }
             self.wakes.wake_gp_worker(g);
         }

@@ -113,6 +113,10 @@ pub(crate) struct ModelOptions {
     /// engine thread (the path it takes anyway when the engine thread
     /// cannot be started).
     pub(crate) inline_gp: bool,
+    /// A timer armed for a lazy deadline fires. Models that check that
+    /// nothing but lazy callbacks waits for it turn it off: the lazy
+    /// timeout is then longer than the model.
+    pub(crate) lazy_timer_fires: bool,
 }
 
 impl Default for ModelOptions {
@@ -121,6 +125,7 @@ impl Default for ModelOptions {
             caller_runs_callbacks: false,
             wake_rate_limit: true,
             inline_gp: false,
+            lazy_timer_fires: true,
         }
     }
 }

@@ -24,6 +24,7 @@
 
 mod barrier;
 mod bypass;
+mod discipline;
 mod enqueue;
 mod env;
 mod shard;
@@ -34,7 +35,7 @@ mod worker;
 
 use crossbeam_utils::CachePadded;
 
-use crate::mutants::mutant;
+use crate::mutants::{model_or_real, mutant};
 use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
@@ -113,7 +114,10 @@ impl Nocb {
 
     /// The timer thread's loop.
     pub(crate) fn run_timer(&self) {
-        self.wakes.run_timer();
+        model_or_real!(
+            self.run_disciplined_timer(),
+            self.wakes.run_timer(|g, d| self.wakes.timer_fired(g, d))
+        )
     }
 
     /// When this domain's bypass lists are flushed.

@@ -140,15 +140,20 @@ impl Shard {
     }
 
     /// Move the whole bypass into the segmented list, under both locks
-    /// (kernel: `rcu_nocb_flush_bypass`). Owes a wake if the list went from
-    /// nothing pending to something pending (or the caller is the GP
-    /// worker).
-    pub(crate) fn flush_bypass(&self, b: &mut Bypass, l: &mut ShardList) -> WakeOwed {
+    /// (kernel: `rcu_nocb_flush_bypass`), on behalf of `by`. Owes a wake if
+    /// the list went from nothing pending to something pending; the GP
+    /// worker, which is scanning, owes itself nothing, and an expedite
+    /// wakes every GP worker anyway.
+    pub(crate) fn flush_bypass(&self, b: &mut Bypass, l: &mut ShardList, by: Flusher) -> WakeOwed {
         let n = b.len();
         if n == 0 {
             return WakeOwed::Nothing;
         }
-        let owed = owed_by_idle_list(l);
+        let owed = if mutant!(EnqueueFlushNoWake) && by == Flusher::Enqueue {
+            WakeOwed::Nothing // broken variant: the enqueue's flush owes nothing
+        } else {
+            owed_by_idle_list(l)
+        };
         l.cbs.lend_spare_blocks(b.cache());
         l.cbs.insert_pending(b.take());
         self.len_add(l, n);
@@ -185,6 +190,19 @@ impl Shard {
             self.len_sub(l, ran);
         }
     }
+}
+
+/// Who flushes a bypass (each caller of [`Shard::flush_bypass`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flusher {
+    /// A `call()` that does not join the bypass (FIFO).
+    Enqueue,
+    /// `barrier()`, before it entrains.
+    Barrier,
+    /// Memory pressure, on every shard.
+    Expedite,
+    /// The GP worker's scan, once the bypass is due.
+    GpWorker,
 }
 
 /// A list with nothing pending, about to receive callbacks, owes its GP
@@ -241,6 +259,15 @@ fn reduce_shard_hint(c: &Cell<ShardCache>, n: usize) -> usize {
 }
 
 model_only! {
+    impl Shard {
+        /// Mutant `barrier_len_unlocked`: the shard's lengths read without
+        /// its locks and with `Relaxed` loads, so that seeing a length fall
+        /// acquires nothing of what the callbacks did.
+        pub(crate) fn looks_idle_unlocked(&self) -> bool {
+            self.len.load(Ordering::Relaxed) == 0 && self.bypass_len.load(Ordering::Relaxed) == 0
+        }
+    }
+
     /// Put the calling thread on shard `index` (modulo each domain's shard
     /// count), as the models do to pick shards explicitly.
     pub(crate) fn set_shard_hint(index: usize) {

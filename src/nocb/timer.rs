@@ -27,6 +27,7 @@
 //! [`GroupWake`]: super::wake::GroupWake
 //! [`GroupWake::fire`]: super::wake::GroupWake::fire
 
+use crate::mutants::mutant;
 use crate::sync::{Condvar, JoinHandle, Mutex, TimerClock};
 
 struct TimerState {
@@ -73,7 +74,7 @@ impl TimerService {
         if s.thread.is_none() {
             s.thread = Some(spawn());
         }
-        if deadline < s.sleeping_until {
+        if deadline < s.sleeping_until && !mutant!(TimerNotNotified) {
             drop(s);
             self.cv.notify_one();
         }

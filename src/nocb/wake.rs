@@ -105,7 +105,7 @@
 //! the no-lost-wake argument can be read in one file.
 
 use crate::mutants::{model_only, mutant, mutant_diverts};
-use crate::sync::{now_ns, AtomicU8, Condvar, Mutex, Ordering};
+use crate::sync::{now_ns, timer_fired_at, AtomicU8, Condvar, Mutex, Ordering};
 
 use super::env::{CallKind, Env, ModelOptions, Worker};
 use super::timer::TimerService;
@@ -131,10 +131,16 @@ pub(crate) struct Delays {
 
 impl Delays {
     fn of(self, level: Level) -> u64 {
-        match level {
+        let delay = match level {
             Level::None => 0,
             Level::Lazy => self.lazy,
             Level::Bypass | Level::Wake | Level::Force => self.tick,
+        };
+        // Mutant `deferred_deadline_late`: every deadline two ticks late.
+        if mutant!(DeferredDeadlineLate) {
+            delay + 2 * self.tick
+        } else {
+            delay
         }
     }
 }
@@ -275,7 +281,7 @@ impl GroupWake {
     /// or moved; `None` if a pending level already covers the request.
     pub(crate) fn defer(&mut self, want: Level, now: u64, delays: Delays) -> Option<u64> {
         debug_assert!(want > Level::None);
-        if want == Level::Force {
+        if want == Level::Force && !mutant!(ForceNoFlushAll) {
             self.flush_all = true;
         }
         let deadline = now.saturating_add(delays.of(want));
@@ -284,14 +290,20 @@ impl GroupWake {
             // postponing a deferred WAKE by the lazy timeout.
             self.level = Level::Lazy;
             Some(deadline)
-        } else if want > self.level || (want == Level::Bypass && self.level == Level::Lazy) {
+        } else if want > self.level
+            || (want == Level::Bypass
+                && self.level == Level::Lazy
+                && !mutant!(BypassKeepsLazyDeadline))
+        {
             // A raise; or a non-lazy bypass, which must not wait out a lazy
             // timeout: BYPASS takes over LAZY (the lazy callbacks are served
             // by the same wake; the GP worker re-arms LAZY for whatever it
             // leaves behind). Either way the timer only moves earlier.
             self.level = want;
             match self.timer {
-                Some(t) if t <= deadline => None,
+                // Mutant `raise_keeps_later_deadline`: a raise leaves an
+                // armed timer where it is, however far.
+                Some(t) if t <= deadline || mutant!(RaiseKeepsLaterDeadline) => None,
                 _ => Some(deadline),
             }
         } else if want == Level::Bypass && self.level == Level::Bypass {
@@ -342,6 +354,10 @@ impl GroupWake {
     /// `direct_wake_keeps_level`: the kernel's bug, the level stays behind).
     fn cancel_woken(&mut self) {
         mutant_diverts!(DirectWakeKeepsLevel => self.disarm_keeping_level());
+        if mutant!(WakeDropsFlushAll) {
+            // Broken variant: the wake forgets the flush a FORCE promised.
+            self.flush_all = false;
+        }
         self.cancel();
     }
 
@@ -408,8 +424,8 @@ pub(crate) struct Wakes {
     stride: usize,
     timer: TimerService,
     delays: Delays,
-    /// Rate-limit direct wakes in a flood (off only in some models).
-    rate_limit: bool,
+    /// The models' switches (wake rate-limiting, the lazy timer).
+    model: ModelOptions,
 }
 
 impl Wakes {
@@ -430,7 +446,7 @@ impl Wakes {
             groups,
             stride,
             delays,
-            rate_limit: model.wake_rate_limit,
+            model,
         }
     }
 
@@ -465,8 +481,12 @@ impl Wakes {
         if owed == WakeOwed::Nothing && w.level() < Level::Wake {
             return; // someone performed it meanwhile
         }
+        if mutant!(EnqueueLeavesWakeToTimer) && w.level() > Level::None {
+            // Broken variant: an armed timer will wake the GP worker anyway.
+            return;
+        }
         let rate_limited =
-            traffic == Traffic::Flood && self.rate_limit && w.last_direct_wake == tick;
+            traffic == Traffic::Flood && self.model.wake_rate_limit && w.last_direct_wake == tick;
         if reading || rate_limited {
             if owed == WakeOwed::GpWorker {
                 self.defer_locked(env, g, &mut w, Level::Wake, now);
@@ -544,13 +564,16 @@ impl Wakes {
         if w.fire(deadline).is_none() {
             return;
         }
+        timer_fired_at(deadline);
         group.publish(&w);
         w.wake_sleeper(&group.cv);
     }
 
-    /// The timer thread's loop (see [`TimerService::run`]).
-    pub(crate) fn run_timer(&self) {
-        self.timer.run(|g, d| self.timer_fired(g, d));
+    /// The timer thread's loop (see [`TimerService::run`]): `fire` each
+    /// due timer, as (group, deadline); [`timer_fired`](Wakes::timer_fired)
+    /// in real domains.
+    pub(crate) fn run_timer(&self, fire: impl Fn(usize, u64)) {
+        self.timer.run(fire);
     }
 
     /// Called by the grace-period engine after each grace period it waited
@@ -658,7 +681,60 @@ fn woke(w: &mut GroupWake) -> Run {
 }
 
 model_only! {
+    /// The timer discipline's verdict on a due timer.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Disciplined {
+        /// Fire it, as in a real domain.
+        Fire,
+        /// Nothing to do: stale, idled, or a lazy deadline that never comes.
+        Done,
+    }
+
+    /// What a group's bypass lists held when its timer fired, read under
+    /// their locks by the timer discipline (nocb/discipline.rs).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Flushable {
+        /// At least one bypass of the group holds callbacks.
+        Something,
+        /// Every bypass of the group is empty.
+        Nothing,
+    }
+
     impl Wakes {
+        /// Group `g`'s timer, armed for `deadline`, is due under the timer
+        /// discipline (nocb/discipline.rs), with the group's bypasses
+        /// (`bypasses`) locked by the caller. BYPASS and LAZY are timed
+        /// flushes: with nothing left to flush they go off here, idle,
+        /// without waking anyone, for a wake that some path owed now must
+        /// not ride on them. A lazy deadline never comes in a model that
+        /// says so. Otherwise the caller fires the timer as in a real
+        /// domain ([`Wakes::timer_fired`]) once it has released the bypass
+        /// locks, so that the GP worker it wakes does not find them busy.
+        pub(crate) fn timer_due_disciplined(&self, g: usize, deadline: u64, bypasses: Flushable) -> Disciplined {
+            let group = &self.groups[g];
+            let mut w = group.wake.lock();
+            if w.timer != Some(deadline) {
+                return Disciplined::Done; // stale: cancelled or moved since
+            }
+            if !self.model.lazy_timer_fires && deadline >= self.delays.lazy {
+                // Only a lazy deadline is that far (model time starts at 0
+                // and moves by the deadlines that fire): it never comes.
+                // Keyed on the deadline, not the level: a LAZY level keeps
+                // an earlier BYPASS deadline, and that one fires.
+                return Disciplined::Done;
+            }
+            match w.level {
+                Level::Bypass | Level::Lazy if bypasses == Flushable::Nothing => {
+                    w.cancel();
+                    group.publish(&w);
+                    Disciplined::Done
+                }
+                // Between this and the firing the level may be raised, or
+                // the timer cancelled or moved (then the firing is stale).
+                _ => Disciplined::Fire,
+            }
+        }
+
         /// Mutant `await_unlocked`: decide on the grace period before
         /// publishing what we wait for, outside the lock that
         /// `gp_completed` takes.

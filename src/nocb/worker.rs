@@ -48,7 +48,7 @@ use crate::sync::now_ns;
 
 use super::barrier::{barrier_ran, signal_ran_barriers};
 use super::env::Env;
-use super::shard::CallbackScope;
+use super::shard::{CallbackScope, Flusher};
 use super::wake::{FlushBypasses, LeftBehind, Run};
 use super::Nocb;
 
@@ -128,14 +128,19 @@ impl Nocb {
             let due = b.should_flush(now, self.flush_rule());
             if flush == FlushBypasses::All || due {
                 // The GP worker owes itself nothing: it is scanning.
-                let _ = shard.flush_bypass(&mut b, &mut l);
-            } else if b.len() != 0 {
+                let _ = shard.flush_bypass(&mut b, &mut l, Flusher::GpWorker);
+            } else if b.len() != 0 && !mutant!(ScanLeavesNoTimer) {
                 let this = if b.lazy_only() {
                     LeftBehind::LazyOnly
                 } else {
                     LeftBehind::Normal
                 };
-                *left = (*left).max(this);
+                // Mutant `scan_rearms_last_shard`: the last shard's wins.
+                *left = if mutant!(ScanRearmsLastShard) {
+                    this
+                } else {
+                    (*left).max(this)
+                };
             }
         }
         // Mutant `advance_early`: DONE without the grace period.

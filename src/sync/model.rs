@@ -139,11 +139,12 @@ type ClockWord = std::sync::atomic::AtomicU64;
 type ClockWord = shuttle::sync::atomic::AtomicU64;
 
 rt::lazy_static! {
-    /// Model time: it stands still except when a timer fires, which moves
-    /// it to that timer's deadline ([`advance_model_time`]). So "one tick
-    /// later" becomes true exactly when some timer armed for it has fired,
-    /// at whatever point of the execution the checker let it fire. (A model
-    /// `lazy_static` restarts at 0 in every execution.)
+    /// Model time: it stands still except when a timer fires for real
+    /// (live, and under the timer discipline, for something still to do),
+    /// which moves it to that timer's deadline ([`timer_fired_at`]). So "one
+    /// tick later" becomes true exactly when some timer armed for it has
+    /// fired, at whatever point of the execution the checker let it fire. (A
+    /// model `lazy_static` restarts at 0 in every execution.)
     static ref MODEL_NOW: ClockWord = ClockWord::new(0);
 }
 
@@ -152,25 +153,27 @@ pub(crate) fn now_ns() -> u64 {
     MODEL_NOW.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A timer with deadline `to` fires: model time reaches it. Time passing
-/// lets every other thread run first, so the timer thread yields (under
-/// shuttle's PCT that drops it below every other thread). Without it, the
-/// checkers explore schedules where a GP worker whose try-lock keeps failing
-/// (the enqueuer holding the bypass lock is never scheduled again) and a
-/// timer that fires at once wake each other for ever: a livelock only
-/// timeless model timers could produce.
-pub(crate) fn advance_model_time(to: u64) {
-    rt::thread::yield_now();
-    MODEL_NOW.fetch_max(to, std::sync::atomic::Ordering::Relaxed);
+/// A timer armed for `deadline` fired and performs its wake: model time
+/// reaches the deadline. A stale firing (the timer was cancelled or moved),
+/// or one the timer discipline idles, moves no time, so that a path may
+/// bound a delay by the deadline it armed.
+pub(crate) fn timer_fired_at(deadline: u64) {
+    MODEL_NOW.fetch_max(deadline, std::sync::atomic::Ordering::Relaxed);
 }
 
 impl TimerClock {
     /// An armed timer may fire at any point after it was armed: now, which
-    /// is whatever point of the execution the checker picked, and model
-    /// time moves to its deadline. Only the timers due at that deadline
-    /// fire in this pass; a later one waits for a pass of its own.
+    /// is whatever point of the execution the checker picked. Only the
+    /// timers due at that deadline fire in this pass; a later one waits for
+    /// a pass of its own. Time passing lets every other thread run first,
+    /// so the timer thread yields (under shuttle's PCT that drops it below
+    /// every other thread). Without it, the checkers explore schedules where
+    /// a GP worker whose try-lock keeps failing (the enqueuer holding the
+    /// bypass lock is never scheduled again) and a timer that fires at once
+    /// wake each other for ever: a livelock only timeless model timers could
+    /// produce.
     pub(crate) fn check(deadline: u64) -> TimerClock {
-        advance_model_time(deadline);
+        rt::thread::yield_now();
         TimerClock::Due { now: deadline }
     }
 }
