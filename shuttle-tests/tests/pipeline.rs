@@ -32,6 +32,7 @@
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, Ordering as StdOrdering};
 
+use rcu_offload::model::ModelBuilder;
 use rcu_offload::{GpCookie, Rcu};
 use rcu_offload_shuttle_tests::{check_pct, check_random, iterations, Done};
 use shuttle::sync::atomic::{AtomicBool, Ordering};
@@ -157,7 +158,21 @@ impl Coverage {
     }
 }
 
-fn producer(rcu: Rcu, w: Arc<World>, i: usize) {
+/// Whether the lazy timeout can pass within an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LazyTimer {
+    /// A lazy deadline may come, as every other (the timer fires at any
+    /// point after it was armed).
+    Fires,
+    /// The lazy timeout is longer than the execution
+    /// (`ModelBuilder::lazy_timer_never_fires`): a non-lazy callback that
+    /// ends up waiting for it is stranded. Each producer's last callback is
+    /// then non-lazy, so that it flushes (promotes) that producer's lazy
+    /// ones.
+    NeverFires,
+}
+
+fn producer(rcu: Rcu, w: Arc<World>, i: usize, lazy_timer: LazyTimer) {
     rcu_offload::model::set_shard(i);
     for k in 0..PER_PRODUCER {
         let idx = i * PER_PRODUCER + k;
@@ -170,7 +185,12 @@ fn producer(rcu: Rcu, w: Arc<World>, i: usize) {
         };
         // Each producer starts the call / lazy / in-section cycle at a
         // different point, so that every mix meets every other.
+        let last = k == PER_PRODUCER - 1;
         match (i + k) % 3 {
+            1 if last && lazy_timer == LazyTimer::NeverFires => {
+                let c = cb(&rcu, rcu.snapshot(), false);
+                rcu.call(move || c.run());
+            }
             0 => {
                 let c = cb(&rcu, rcu.snapshot(), false);
                 rcu.call(move || c.run());
@@ -226,21 +246,22 @@ fn named(name: String, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<
     thread::Builder::new().name(name).spawn(f).unwrap()
 }
 
-fn pipeline(cov: &Coverage) {
+fn pipeline(cov: &Coverage, lazy_timer: LazyTimer) {
     // Dropped by hand once every check has passed: a failing check must not
     // unwind through the domain's shutdown, which waits for the very
     // threads that the failure stops.
-    let rcu = ManuallyDrop::new(
-        Rcu::builder()
-            .shards(4)
-            .gp_stride(2)
-            .nobypass_limit(1)
-            .bypass_max(3)
-            .high_water(8)
-            .low_water(4)
-            .build()
-            .expect("valid configuration"),
-    );
+    let builder = Rcu::builder()
+        .shards(4)
+        .gp_stride(2)
+        .nobypass_limit(1)
+        .bypass_max(3)
+        .high_water(8)
+        .low_water(4);
+    let builder = match lazy_timer {
+        LazyTimer::Fires => builder,
+        LazyTimer::NeverFires => builder.lazy_timer_never_fires(),
+    };
+    let rcu = ManuallyDrop::new(builder.build().expect("valid configuration"));
     let w = Arc::new(World {
         ran: (0..TOTAL).map(|_| AtomicBool::new(false)).collect(),
         open: (0..TOTAL).map(|_| AtomicBool::new(false)).collect(),
@@ -252,7 +273,9 @@ fn pipeline(cov: &Coverage) {
     let mut threads: Vec<_> = (0..PRODUCERS)
         .map(|i| {
             let (rcu, w) = (Rcu::clone(&rcu), w.clone());
-            named(format!("producer/{i}"), move || producer(rcu, w, i))
+            named(format!("producer/{i}"), move || {
+                producer(rcu, w, i, lazy_timer)
+            })
         })
         .collect();
     threads.push({
@@ -281,7 +304,7 @@ fn pipeline(cov: &Coverage) {
 fn pipeline_random() {
     let cov = std::sync::Arc::new(Coverage::default());
     let c = cov.clone();
-    check_random(move || pipeline(&c), iterations(50_000));
+    check_random(move || pipeline(&c, LazyTimer::Fires), iterations(50_000));
     cov.report("pipeline_random");
 }
 
@@ -289,6 +312,26 @@ fn pipeline_random() {
 fn pipeline_pct() {
     let cov = std::sync::Arc::new(Coverage::default());
     let c = cov.clone();
-    check_pct(move || pipeline(&c), iterations(100_000), 3);
+    check_pct(
+        move || pipeline(&c, LazyTimer::Fires),
+        iterations(100_000),
+        3,
+    );
     cov.report("pipeline_pct");
+}
+
+/// The pipeline with a lazy timeout longer than the execution: a wake
+/// owed now and left to a lazy timer, a non-lazy bypass re-armed at LAZY,
+/// a FORCE or an expedite that skips a lazy bypass all strand a callback
+/// (a deadlock), at a size loom cannot reach.
+#[test]
+fn pipeline_lazy_outlasts_pct() {
+    let cov = std::sync::Arc::new(Coverage::default());
+    let c = cov.clone();
+    check_pct(
+        move || pipeline(&c, LazyTimer::NeverFires),
+        iterations(50_000),
+        3,
+    );
+    cov.report("pipeline_lazy_outlasts_pct");
 }

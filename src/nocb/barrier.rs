@@ -17,9 +17,15 @@
 //! callback returned (`Release`/`Acquire`). Entraining never makes a list go
 //! from "nothing pending" to "something pending" (it joins the last
 //! *non-empty* segment, or DONE), so the only wake it may owe is the CB
-//! worker's, when it lands in DONE. Checked by the loom model
-//! `barrier_races_enqueue_and_invocation` (mutant `cb_len_early`) and, for
-//! shutdown, `shutdown_runs_pending_callbacks` (mutant `shutdown_no_drain`).
+//! worker's, when it lands in DONE; its bypass flush may owe the GP worker
+//! one, and wakes it at once (the bypass's LAZY timer would make the
+//! barrier wait out the lazy timeout: the kernel's bug; mutant
+//! `barrier_flush_no_wake`, loom model `barrier_entrain_races_bypass_flush`).
+//! Checked by the loom model `barrier_races_enqueue_and_invocation`, whose
+//! callback writes plain data (loom's `UnsafeCell`) that the caller reads
+//! after `barrier()` (mutants `cb_len_early`, and `barrier_len_unlocked`, a
+//! lock-free look at the lengths without `Acquire`), and, for shutdown,
+//! `shutdown_runs_pending_callbacks` (mutant `shutdown_no_drain`).
 //!
 //! Concurrent barriers share work as the kernel's do: a caller that finds
 //! that a whole barrier ran after it arrived (`barrier_seq`, an `rcu_seq`)

@@ -19,9 +19,14 @@
 //! to a timer that is armed by construction (wake.rs); every callback that
 //! makes a bypass non-empty asks for a deferred wake. Together with the GP
 //! worker's own handshake, a pending callback always has a GP worker coming
-//! for it. Checked by the loom models `enqueue_races_gp_worker_sleep`
-//! (mutant `enqueue_no_wake`) and `bypass_flush_races_enqueue` (mutant
-//! `bypass_no_defer`).
+//! for it. A wake owed now is never left to a timer armed for something
+//! else: a BYPASS or LAZY timer is for the bypass the enqueue may just have
+//! flushed. Checked by the loom models `enqueue_races_gp_worker_sleep`
+//! (mutant `enqueue_no_wake`), `bypass_flush_races_enqueue` (mutant
+//! `bypass_no_defer`), and, under the models' timer discipline
+//! (discipline.rs), `rate_limited_wake_runs_within_its_tick` (mutant
+//! `enqueue_leaves_wake_to_timer`) and `lazy_promotion` (mutant
+//! `enqueue_flush_no_wake`).
 //!
 //! # Memory pressure
 //!
@@ -31,7 +36,11 @@
 //! wakes every GP worker; inside a read-side section, where no system call
 //! is allowed, it asks for a FORCE deferred wake instead. Then an ordinary
 //! thread blocks until the backlog is at low water; a reader or a callback
-//! queues and returns. Under pressure nothing is lazy.
+//! queues and returns. Under pressure nothing is lazy, and no lazy bypass
+//! waits out its timeout: the expedite and FORCE's scan flush them too
+//! (loom models `throttled_producer_flushes_lazy_bypasses` and
+//! `pressure_in_reader_flushes_lazy_bypasses`; mutants
+//! `expedite_skips_lazy`, `force_no_flush_all`, `wake_drops_flush_all`).
 
 use crate::callback::Slot;
 use crate::mutants::mutant;

@@ -21,8 +21,11 @@
 //! ([`TimerClock`]): real time, or, in the models, "due now", which fires an
 //! armed timer at whatever point of the execution the checker picked after
 //! it was armed, and moves model time to its deadline: "a tick has passed"
-//! becomes true exactly when a timer for it has fired. Checked by every
-//! model in loom-tests/tests/wakeups.rs and bypass.rs, which run this thread.
+//! becomes true exactly when a timer for it has fired. A deadline earlier
+//! than the thread's next look notifies it (mutant `timer_not_notified`).
+//! In the models the thread fires under the timer discipline
+//! (discipline.rs). Checked by every model in loom-tests/tests/wakeups.rs
+//! and bypass.rs, which run this thread.
 //!
 //! [`GroupWake`]: super::wake::GroupWake
 //! [`GroupWake::fire`]: super::wake::GroupWake::fire

@@ -50,18 +50,21 @@
 //!
 //! * A request for a level *higher* than the current one raises the level
 //!   and arms the timer, or moves an armed timer *earlier* (LAZY's far
-//!   deadline becomes BYPASS's or WAKE's near one); it never moves it later.
+//!   deadline becomes BYPASS's or WAKE's near one); it never moves it later
+//!   (mutant `raise_keeps_later_deadline` keeps the far one).
 //! * A request for a *lower or equal* level changes nothing, with two
 //!   exceptions for BYPASS. On a pending BYPASS it moves the deadline
 //!   *later*: in a callback flood there is no point waking the GP worker to
 //!   flush a bypass that enqueuers keep flushing themselves (the kernel's
 //!   rule too). On a pending LAZY it takes over and moves the deadline
 //!   *earlier*: a non-lazy bypass must not wait out another shard's lazy
-//!   timeout. So LAZY never downgrades a pending WAKE or BYPASS, and never
-//!   postpones anything.
+//!   timeout (mutant `bypass_keeps_lazy_deadline`). So LAZY never downgrades
+//!   a pending WAKE or BYPASS, and never postpones anything (mutant
+//!   `lazy_downgrades`).
 //! * FORCE also sets `flush_all`, which only the GP worker clears, when it
 //!   flushes every bypass of its group in its next scan: a wake that
-//!   cancels a pending FORCE therefore never loses the flush it promised.
+//!   cancels a pending FORCE therefore never loses the flush it promised
+//!   (mutants `force_no_flush_all`, `wake_drops_flush_all`).
 //! * The timer handler performs any level (wakes the GP worker) and resets
 //!   it; a direct wake cancels the timer and resets any level; the GP
 //!   worker's own wake-up cancels and resets levels >= WAKE (it is about to
@@ -98,7 +101,10 @@
 //! mutant `cb_sleep_after_drain`).
 //!
 //! The level rules are unit-tested below; the races between them are
-//! checked by the loom models in loom-tests/tests/wakeups.rs.
+//! checked by the loom models in loom-tests/tests/wakeups.rs and bypass.rs,
+//! under the models' timer discipline (discipline.rs), which makes a wake
+//! owed now but left to a timer, or a deadline moved too far, fail a model
+//! as a lost wake does.
 //!
 //! This is the largest file of `nocb/` by design: every decision to wake a GP worker, and both
 //! sleep handshakes those decisions pair with, stay in one place, so that

@@ -22,8 +22,13 @@
 //! assigned: a number already assigned was requested when it was assigned,
 //! and the engine's request is a wrap-safe maximum that is never lowered.
 //! A bypass that is young, or whose lock is busy (an enqueuer or a flush
-//! holds it), is left for later with a deferred wake (mutant
-//! `gp_trylock_fail_no_defer` forgets it for a busy lock).
+//! holds it), is left for later with a deferred wake at the level that
+//! covers every bypass left on every shard of the group: BYPASS if any
+//! holds a non-lazy callback or was busy, LAZY only if all are lazy-only
+//! (mutants `gp_trylock_fail_no_defer` and `scan_leaves_no_timer` forget
+//! it, for a busy lock or a young bypass; `scan_rearms_last_shard` takes
+//! the last shard's level; loom models `bypass_flush_races_enqueue`,
+//! `scan_rearms_for_every_shard`).
 //!
 //! # CB worker
 //!
