@@ -67,7 +67,7 @@ fn bypass_flush_races_enqueue() {
 /// deadlock.
 #[test]
 fn barrier_entrain_races_bypass_flush() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = one_shard().inline_grace_periods().build().unwrap();
         let data = Plain::new();
         let d = data.clone();
@@ -95,7 +95,7 @@ fn barrier_entrain_races_bypass_flush() {
 /// timer discipline goes off idle once its bypass is empty): deadlock.
 #[test]
 fn lazy_promotion() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = one_shard().caller_runs_callbacks().build().unwrap();
         let done = Ran::new();
         let d = done.clone();
@@ -116,7 +116,7 @@ fn lazy_promotion() {
 /// ordinary thread finds the backlog over high water, expedites, and
 /// blocks until the CB worker has run everything; then it queues. Every
 /// callback runs. Five threads (main, GP worker, CB worker, engine, timer
-/// for the rate-limited second wake), so bound 2.
+/// for the rate-limited second wake).
 ///
 /// Mutant caught: `throttle_no_fence` (no fence between the waiter's
 /// registration and its look at the backlog, nor between the CB worker's
@@ -124,7 +124,7 @@ fn lazy_promotion() {
 /// deadlock.
 #[test]
 fn throttle_blocks_until_low_water() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = Rcu::builder()
             .shards(1)
             .high_water(1)
@@ -238,7 +238,7 @@ fn scan_rearms_for_every_shard() {
 /// forgets its flush): deadlock.
 #[test]
 fn pressure_in_reader_flushes_lazy_bypasses() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = Rcu::builder()
             .shards(3)
             .gp_stride(3)

@@ -155,7 +155,7 @@ fn cb_worker_drains_while_enqueuing() {
 /// its write): causality violation.
 #[test]
 fn barrier_races_enqueue_and_invocation() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = domain_without_engine();
         let data = Plain::new();
         let d = data.clone();
@@ -183,7 +183,7 @@ fn barrier_races_enqueue_and_invocation() {
 /// caller reads once its barrier returns, whichever barrier served it.
 #[test]
 fn concurrent_barriers_share_work() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = domain_without_engine();
         let data = Plain::new();
         let other = {
@@ -208,7 +208,7 @@ fn concurrent_barriers_share_work() {
 /// queued).
 #[test]
 fn shutdown_runs_pending_callbacks() {
-    model(Bound::Fixed(3), || {
+    model(Bound::Fixed(4), || {
         let rcu = domain_without_engine();
         let ran = Arc::new(AtomicUsize::new(0));
         for _ in 0..2 {
@@ -239,11 +239,10 @@ impl Drop for Versioned {
 /// and all three are dropped by the time the cell and the last handle are
 /// gone. The main thread also runs the callbacks (main, reader, GP worker,
 /// engine: four threads; no wake is deferred, as nobody queues inside a
-/// section and rate-limiting is off; bound 2: bound 3 is 1.3 million
-/// executions). Mutant caught: `advance_early`.
+/// section and rate-limiting is off). Mutant caught: `advance_early`.
 #[test]
 fn rcu_cell_replace_and_read() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = one_shard()
             .no_wake_rate_limit()
             .caller_runs_callbacks()

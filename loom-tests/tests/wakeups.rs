@@ -7,16 +7,19 @@
 //! It kicks nobody: a callback that nobody will advance leaves the main
 //! thread asleep in the CB worker's sleep, the GP worker asleep, the engine
 //! and the timer thread idle, and loom reports a deadlock. The threads are
-//! the main thread, the GP worker, the grace-period engine and the timer
-//! service: four. At that size the models run at preemption bound 2
-//! (bound 3 is millions of executions; the seed model's bound-3 run by hand
-//! is recorded in loom-tests/README.md), and the seed scenario runs once
-//! more at bound 3 with the GP worker running its own grace periods (three
-//! threads).
+//! the main thread, the GP worker, the timer service and, in the models
+//! that need it, the grace-period engine. Each model's bound is the
+//! highest CI affords (loom-tests/README.md gives executions and times at
+//! that bound and in the deep run).
 //!
-//! Under loom, model time stands still until a timer fires; firing moves it
-//! to the timer's deadline (src/sync/model.rs), so a bypass or lazy list becomes
-//! "old enough to flush" exactly when the timer armed for it has fired.
+//! Under loom, model time stands still until a timer fires live; firing
+//! moves it to the timer's deadline (src/sync/model.rs), so a bypass or lazy
+//! list becomes "old enough to flush" exactly when the timer armed for it
+//! has fired. The timer keeps the models' timer discipline
+//! (src/nocb/discipline.rs): a BYPASS or LAZY timer with nothing left to
+//! flush goes off idle, and in a model built with `lazy_timer_never_fires`
+//! a lazy deadline never comes, so a wake owed now and left to a timer
+//! strands its callback.
 #![cfg(loom)]
 
 use std::sync::Arc;
@@ -233,7 +236,7 @@ fn lazy_outlasts_model() -> Rcu {
 /// armed, lazy deadline): deadlock.
 #[test]
 fn wake_deferral_moves_a_lazy_timer_earlier() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(4), || {
         let rcu = lazy_outlasts_model();
         let done = Ran::new();
         counted(&rcu, &done, true);
@@ -265,7 +268,7 @@ fn wake_deferral_moves_a_lazy_timer_earlier() {
 /// deadlock.
 #[test]
 fn rate_limited_wake_runs_within_its_tick() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = one_shard()
             .nobypass_limit(0)
             .bypass_max(1)
