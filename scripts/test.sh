@@ -20,9 +20,13 @@ cargo test --workspace
 # Bounded models use this bound; models marked Exhaustive ignore it.
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
 echo "== loom suite (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
+# Two models at a time (one per core): `--no-capture` would run them one
+# at a time; `--success-output immediate` still prints each model's
+# "loom: N executions, preemption bound B, in T" line.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-  cargo nextest run -p rcu-offload-loom-tests --release --no-capture 2>&1 \
-  | grep -v '^\s*$'
+  cargo nextest run -p rcu-offload-loom-tests --release \
+  --success-output immediate --failure-output immediate 2>&1 \
+  | grep -E 'loom: |PASS|FAIL|SIGABRT|Summary|panicked|deadlock'
 
 echo "== loom mutants"
 # Absolute: mutants.sh works from loom-tests/, where a relative path would
