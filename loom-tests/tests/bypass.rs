@@ -140,21 +140,21 @@ fn throttle_blocks_until_low_water() {
     });
 }
 
-/// Two shards served by one GP worker (`gp_stride(2)`), a lazy timeout
-/// longer than the model, and the GP worker running its own grace periods:
-/// main thread, GP worker and timer. Every `call()` goes to the list unless
-/// the shard is in a flood (more than `nobypass_limit` calls in a tick).
-fn two_shards(nobypass_limit: usize) -> Rcu {
+/// `shards` shards served by one GP worker (`gp_stride(shards)`), a lazy
+/// timeout longer than the model, the GP worker running its own grace
+/// periods and the model's threads running the callbacks: the main thread
+/// (and a helper, where a model has one), the GP worker and the timer.
+/// Throttling is off unless a model sets its marks; every `call()` goes to
+/// the list unless the shard is in a flood (more than `nobypass_limit`
+/// calls in a tick).
+fn one_group(shards: usize) -> rcu_offload::Builder {
     Rcu::builder()
-        .shards(2)
-        .gp_stride(2)
+        .shards(shards)
+        .gp_stride(shards)
         .high_water(usize::MAX)
-        .nobypass_limit(nobypass_limit)
         .caller_runs_callbacks()
         .inline_grace_periods()
         .lazy_timer_never_fires()
-        .build()
-        .unwrap()
 }
 
 /// Queue a callback that counts itself in `done` on shard `shard`.
@@ -186,7 +186,7 @@ enum Kind {
 #[test]
 fn bypass_takes_over_a_lazy_deadline() {
     model(Bound::Fixed(3), || {
-        let rcu = two_shards(0);
+        let rcu = one_group(2).nobypass_limit(0).build().unwrap();
         let done = Ran::new();
         on_shard(&rcu, 1, &done, Kind::Lazy);
         on_shard(&rcu, 0, &done, Kind::Normal);
@@ -211,7 +211,7 @@ fn bypass_takes_over_a_lazy_deadline() {
 #[test]
 fn scan_rearms_for_every_shard() {
     model(Bound::Fixed(2), || {
-        let rcu = two_shards(1);
+        let rcu = one_group(2).nobypass_limit(1).build().unwrap();
         let done = Ran::new();
         let g = rcu.read();
         on_shard(&rcu, 0, &done, Kind::Normal);
@@ -239,14 +239,9 @@ fn scan_rearms_for_every_shard() {
 #[test]
 fn pressure_in_reader_flushes_lazy_bypasses() {
     model(Bound::Fixed(3), || {
-        let rcu = Rcu::builder()
-            .shards(3)
-            .gp_stride(3)
+        let rcu = one_group(3)
             .high_water(2)
             .nobypass_limit(usize::MAX)
-            .caller_runs_callbacks()
-            .inline_grace_periods()
-            .lazy_timer_never_fires()
             .build()
             .unwrap();
         let done = Ran::new();
@@ -278,15 +273,10 @@ fn pressure_in_reader_flushes_lazy_bypasses() {
 #[test]
 fn throttled_producer_flushes_lazy_bypasses() {
     model(Bound::Fixed(2), || {
-        let rcu = Rcu::builder()
-            .shards(2)
-            .gp_stride(2)
+        let rcu = one_group(2)
             .high_water(1)
             .low_water(0)
             .nobypass_limit(usize::MAX)
-            .caller_runs_callbacks()
-            .inline_grace_periods()
-            .lazy_timer_never_fires()
             .build()
             .unwrap();
         let (ran0, ran1) = (Ran::new(), Ran::new());
