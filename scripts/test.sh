@@ -22,11 +22,12 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-4}"
 echo "== loom suite (LOOM_MAX_PREEMPTIONS=$LOOM_MAX_PREEMPTIONS)"
 # Two models at a time (one per core): `--no-capture` would run them one
 # at a time; `--success-output immediate` still prints each model's
-# "loom: N executions, preemption bound B, in T" line.
+# "loom: N executions, preemption bound B, in T" line. Only a passing
+# test's boilerplate is dropped: a failure's output stays whole.
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo nextest run -p rcu-offload-loom-tests --release \
   --success-output immediate --failure-output immediate 2>&1 \
-  | grep -E 'loom: |PASS|FAIL|SIGABRT|Summary|panicked|deadlock'
+  | grep -vE '^\s*$|^\s*(stdout|stderr) ─|^\s*running 1 test$|^\s*test [a-z0-9_]+ \.\.\. ok$|^\s*test result: ok\.'
 
 echo "== loom mutants"
 # Absolute: mutants.sh works from loom-tests/, where a relative path would
