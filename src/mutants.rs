@@ -10,10 +10,11 @@
 //! model builds; a variant that reshapes control flow diverts into a
 //! model-only helper with [`mutant_diverts!`], so the production function
 //! reads straight. None is compiled into a production build. In model
-//! builds none sits in the read-side enter/exit functions or in the
+//! builds none is evaluated on the read-side enter/exit path or on the
 //! enqueue's common path: `no_reader_fence` lives in the model backend's
-//! fence, and `lazy_no_promote` in the bypass admission that only lazy and
-//! flood enqueues reach.
+//! fence, `lazy_no_promote` in the bypass admission that only lazy and
+//! flood enqueues reach, and `enqueue_flush_no_wake` is asked only when a
+//! flush into an idle list owes a wake.
 
 #[cfg(any(loom, shuttle))]
 pub(crate) use enumeration::Mutant;

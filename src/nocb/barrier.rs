@@ -51,7 +51,7 @@ use crate::segcblist::DONE;
 use crate::seq;
 use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
 
-use super::shard::{Flusher, Shard};
+use super::shard::Shard;
 use super::wake::{WakeOwed, Wakes};
 
 /// Per-domain barrier bookkeeping.
@@ -157,7 +157,7 @@ impl BarrierState {
             let owed = if mutant!(BarrierSkipsBypass) {
                 WakeOwed::Nothing
             } else {
-                shard.flush_bypass(&mut b, &mut l, Flusher::Barrier)
+                shard.flush_bypass(&mut b, &mut l)
             };
             drop(b);
             if shard.len_locked(&l) == 0 {

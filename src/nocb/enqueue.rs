@@ -47,7 +47,7 @@ use crate::mutants::mutant;
 use crate::sync::{now_ns, Ordering};
 
 use super::env::{CallKind, Env};
-use super::shard::{in_any_callback, shard_index, Flusher};
+use super::shard::{in_any_callback, shard_index};
 use super::wake::{ExpediteRate, Traffic, WakeOwed};
 use super::Nocb;
 
@@ -87,7 +87,11 @@ impl Nocb {
         let g = self.wakes.group_index(i);
         let (owed, wake_pending) = {
             let mut l = shard.list.lock();
-            let owed_by_flush = shard.flush_bypass(&mut b, &mut l, Flusher::Enqueue);
+            let owed_by_flush = match shard.flush_bypass(&mut b, &mut l) {
+                // Mutant `enqueue_flush_no_wake`: the flush owes nothing.
+                WakeOwed::GpWorker if mutant!(EnqueueFlushNoWake) => WakeOwed::Nothing,
+                owed => owed,
+            };
             drop(b);
             let owed = owed_by_flush.or(shard.enqueue(&mut l, slot));
             (owed, self.wakes.wake_pending(g))
@@ -145,7 +149,7 @@ impl Nocb {
                 }
                 let mut l = shard.list.lock();
                 // The wake below covers whatever the flush owes.
-                let _ = shard.flush_bypass(&mut b, &mut l, Flusher::Expedite);
+                let _ = shard.flush_bypass(&mut b, &mut l);
             }
             self.wakes.wake_gp_worker(g);
         }

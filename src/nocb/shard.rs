@@ -146,20 +146,15 @@ impl Shard {
     }
 
     /// Move the whole bypass into the segmented list, under both locks
-    /// (kernel: `rcu_nocb_flush_bypass`), on behalf of `by`. Owes a wake if
-    /// the list went from nothing pending to something pending; the GP
-    /// worker, which is scanning, owes itself nothing, and an expedite
-    /// wakes every GP worker anyway.
-    pub(crate) fn flush_bypass(&self, b: &mut Bypass, l: &mut ShardList, by: Flusher) -> WakeOwed {
+    /// (kernel: `rcu_nocb_flush_bypass`). Owes a wake if the list went from
+    /// nothing pending to something pending (a GP worker's own scan owes
+    /// itself nothing, and an expedite wakes every GP worker anyway).
+    pub(crate) fn flush_bypass(&self, b: &mut Bypass, l: &mut ShardList) -> WakeOwed {
         let n = b.len();
         if n == 0 {
             return WakeOwed::Nothing;
         }
-        let owed = if mutant!(EnqueueFlushNoWake) && by == Flusher::Enqueue {
-            WakeOwed::Nothing // broken variant: the enqueue's flush owes nothing
-        } else {
-            owed_by_idle_list(l)
-        };
+        let owed = owed_by_idle_list(l);
         l.cbs.lend_spare_blocks(b.cache());
         l.cbs.insert_pending(b.take());
         self.len_add(l, n);
@@ -196,19 +191,6 @@ impl Shard {
             self.len_sub(l, ran);
         }
     }
-}
-
-/// Who flushes a bypass (each caller of [`Shard::flush_bypass`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Flusher {
-    /// A `call()` that does not join the bypass (FIFO).
-    Enqueue,
-    /// `barrier()`, before it entrains.
-    Barrier,
-    /// Memory pressure, on every shard.
-    Expedite,
-    /// The GP worker's scan, once the bypass is due.
-    GpWorker,
 }
 
 /// A list with nothing pending, about to receive callbacks, owes its GP

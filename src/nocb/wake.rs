@@ -340,13 +340,19 @@ impl GroupWake {
     /// resets the level and returns the level it had, which the caller
     /// performs.
     pub(crate) fn fire(&mut self, deadline: u64) -> Option<Level> {
-        if self.timer != Some(deadline) {
+        if !self.armed_for(deadline) {
             return None;
         }
         let level = self.level;
         self.timer_wakes += 1;
         self.cancel_fired();
         Some(level)
+    }
+
+    /// Is the timer still armed for `deadline`? If not, a firing for it
+    /// is stale: the timer was cancelled or moved since.
+    fn armed_for(&self, deadline: u64) -> bool {
+        self.timer == Some(deadline)
     }
 
     /// [`cancel`](GroupWake::cancel), as the timer handler does it (mutant
@@ -719,8 +725,8 @@ model_only! {
         pub(crate) fn timer_due_disciplined(&self, g: usize, deadline: u64, bypasses: Flushable) -> Disciplined {
             let group = &self.groups[g];
             let mut w = group.wake.lock();
-            if w.timer != Some(deadline) {
-                return Disciplined::Done; // stale: cancelled or moved since
+            if !w.armed_for(deadline) {
+                return Disciplined::Done; // stale
             }
             if !self.model.lazy_timer_fires && deadline >= self.delays.lazy {
                 // Only a lazy deadline is that far (model time starts at 0

@@ -53,7 +53,7 @@ use crate::sync::now_ns;
 
 use super::barrier::{barrier_ran, signal_ran_barriers};
 use super::env::Env;
-use super::shard::{CallbackScope, Flusher};
+use super::shard::CallbackScope;
 use super::wake::{FlushBypasses, LeftBehind, Run};
 use super::Nocb;
 
@@ -133,7 +133,7 @@ impl Nocb {
             let due = b.should_flush(now, self.flush_rule());
             if flush == FlushBypasses::All || due {
                 // The GP worker owes itself nothing: it is scanning.
-                let _ = shard.flush_bypass(&mut b, &mut l, Flusher::GpWorker);
+                let _ = shard.flush_bypass(&mut b, &mut l);
             } else if b.len() != 0 && !mutant!(ScanLeavesNoTimer) {
                 let this = if b.lazy_only() {
                     LeftBehind::LazyOnly
