@@ -91,6 +91,7 @@ pub use domain::builder::{
     MAX_THREAD_NAME_PREFIX,
 };
 pub use domain::{GpCookie, Rcu};
+pub use nocb::{ShardChoice, Staging};
 pub use reader::ReadGuard;
 pub use stats::{ShardStats, Stats};
 sync::cfg_real! {

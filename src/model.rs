@@ -117,6 +117,9 @@ pub trait ModelBuilder {
     /// else flushes them (a non-lazy callback on their shard, a barrier,
     /// memory pressure, the domain's drop).
     fn lazy_timer_never_fires(self) -> Self;
+    /// Stage `call()`s in per-thread feeds, as real domains do by default
+    /// (models default to the direct enqueue, which most of them check).
+    fn stage_in_feeds(self) -> Self;
 }
 
 impl ModelBuilder for Builder {
@@ -135,5 +138,8 @@ impl ModelBuilder for Builder {
     fn lazy_timer_never_fires(mut self) -> Self {
         self.model.lazy_timer_fires = false;
         self
+    }
+    fn stage_in_feeds(self) -> Self {
+        self.staging(crate::Staging::PerThread)
     }
 }

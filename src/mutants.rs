@@ -114,6 +114,19 @@ mod enumeration {
         /// `barrier()` first looks at every shard's lengths without their
         /// locks, with relaxed loads, and returns if all read empty.
         BarrierLenUnlocked = "barrier_len_unlocked",
+        /// A feed's owner does not check, after publishing, whether a
+        /// drainer closed the feed.
+        FeedNoRecheck = "feed_no_recheck",
+        /// A scan closes idle feeds without the heavy fence before its
+        /// second look.
+        FeedCloseNoFence = "feed_close_no_fence",
+        /// An owner that reopens a closed feed promises it no scan.
+        FeedReopenNoPromise = "feed_reopen_no_promise",
+        /// A scan that took callbacks from an active feed asks for no next
+        /// scan.
+        FeedActiveNoRearm = "feed_active_no_rearm",
+        /// `barrier()` does not take the callbacks staged in threads' feeds.
+        BarrierSkipsFeeds = "barrier_skips_feeds",
         /// The GP worker's scan leaves a young bypass behind without asking
         /// for a timer.
         ScanLeavesNoTimer = "scan_leaves_no_timer",

@@ -5,8 +5,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::nocb::{default_stride, Config as NocbConfig, ModelOptions};
-use crate::sync::{default_shards, membarrier_available, ReaderFences, DEFAULT_GP_SPIN_LIMIT};
+use crate::nocb::{default_stride, Config as NocbConfig, ModelOptions, ShardChoice, Staging};
+use crate::sync::{
+    default_shards, membarrier_available, ReaderFences, DEFAULT_GP_SPIN_LIMIT, STAGING_BY_DEFAULT,
+};
 
 use super::{DomainParts, Rcu};
 
@@ -77,6 +79,8 @@ pub struct Builder {
     gp_spin_limit: u32,
     thread_name_prefix: String,
     shards: Option<usize>,
+    shard_choice: ShardChoice,
+    staging: Staging,
     gp_stride: Option<usize>,
     callback_batch_limit: usize,
     tick: Duration,
@@ -120,6 +124,12 @@ impl Default for Builder {
             gp_spin_limit: DEFAULT_GP_SPIN_LIMIT,
             thread_name_prefix: String::new(),
             shards: None,
+            shard_choice: ShardChoice::PerCpu,
+            staging: if STAGING_BY_DEFAULT {
+                Staging::PerThread
+            } else {
+                Staging::Off
+            },
             gp_stride: None,
             callback_batch_limit: DEFAULT_CALLBACK_BATCH_LIMIT,
             tick: DEFAULT_TICK,
@@ -164,8 +174,8 @@ impl Builder {
 
     /// Number of callback shards, each with its own queue, lock and
     /// callback worker thread (default: [`std::thread::available_parallelism`],
-    /// at most [`MAX_SHARDS`]; 1 in model builds). A thread is given a shard at its
-    /// first `call()` (round robin over threads) and keeps it.
+    /// at most [`MAX_SHARDS`]; 1 in model builds). Which shard a `call()`
+    /// uses is [`shard_choice`](Builder::shard_choice)'s.
     pub fn shards(mut self, n: usize) -> Self {
         self.shards = Some(n);
         self
@@ -246,6 +256,47 @@ impl Builder {
         self
     }
 
+    /// Which shard a `call()` goes to (default [`ShardChoice::PerCpu`]: the
+    /// shard of the CPU the caller runs on).
+    ///
+    /// Ordering: callbacks that one thread queues on one shard run in the
+    /// order it queued them (each shard's CB worker runs its callbacks in
+    /// FIFO order). With `PerCpu`, a thread that migrates to another CPU
+    /// between two calls may put them on two shards, whose workers run
+    /// independently: the later one may run first. Every callback still
+    /// runs exactly once, after a grace period that began after its
+    /// `call()`, and [`Rcu::barrier`] waits for both. A program that needs
+    /// one thread's callbacks to run in order whatever CPU it runs on asks
+    /// for [`ShardChoice::PerThread`], as does one whose threads are pinned
+    /// to CPUs anyway.
+    pub fn shard_choice(mut self, choice: ShardChoice) -> Self {
+        self.shard_choice = choice;
+        self
+    }
+
+    /// Whether `call()` stages callbacks in a per-thread buffer (default
+    /// [`Staging::PerThread`]).
+    ///
+    /// Staged, a `call()` costs a few nanoseconds (plain stores into the
+    /// calling thread's buffer for the domain) and the thread hands its
+    /// callbacks to a shard 64 at a time; a callback that is not handed over
+    /// by its thread is taken by the domain's GP worker at its next scan,
+    /// within a tick (or at once by [`Rcu::barrier`]). Lazy callbacks
+    /// ([`Rcu::call_lazy`]) are never staged. [`Staging::Off`] makes every
+    /// `call()` take its shard's locks; it is also what a domain gets
+    /// without membarrier (`Builder::membarrier(false)`, or a kernel
+    /// without it): the staging protocol needs the readers' light fences.
+    ///
+    /// Staging keeps a thread's callbacks in order between two hand-overs,
+    /// and a hand-over goes to the shard [`shard_choice`](Builder::shard_choice)
+    /// picks at that moment. The memory bound ([`high_water`](Builder::high_water))
+    /// counts staged callbacks once they are handed over, so it may be
+    /// exceeded by up to 64 callbacks per thread calling into the domain.
+    pub fn staging(mut self, staging: Staging) -> Self {
+        self.staging = staging;
+        self
+    }
+
     /// Create the domain, or say which setting makes no sense.
     pub fn build(self) -> Result<Rcu, ConfigError> {
         let shards = self.shards.unwrap_or_else(|| default_shards(MAX_SHARDS));
@@ -297,6 +348,15 @@ impl Builder {
                 bypass_max: self.bypass_max,
                 high_water: self.high_water,
                 low_water,
+                shard_choice: self.shard_choice,
+                // A feed's owner pairs with the drainers through the light
+                // fences' asymmetric pair; with full reader fences there is
+                // no membarrier, and staging would need a full fence per
+                // call, which costs more than it saves.
+                staging: match fences {
+                    ReaderFences::Light => self.staging,
+                    ReaderFences::Full => Staging::Off,
+                },
                 model: self.model,
             },
         }))

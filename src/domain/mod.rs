@@ -15,7 +15,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::callback::Slot;
 use crate::gp::GpState;
 use crate::nocb::{
     in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Nocb, Spawn, Worker,
@@ -356,7 +355,7 @@ impl Rcu {
     /// ```
     #[inline]
     pub fn call<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.with_env(|env| self.core.nocb.call(env, Slot::new(f), CallKind::Normal));
+        self.with_env(|env| self.core.nocb.call(env, f, CallKind::Normal));
     }
 
     /// Like [`call`](Rcu::call), but the callback may wait up to the lazy
@@ -384,7 +383,7 @@ impl Rcu {
     /// ```
     #[inline]
     pub fn call_lazy<F: FnOnce() + Send + 'static>(&self, f: F) {
-        self.with_env(|env| self.core.nocb.call(env, Slot::new(f), CallKind::Lazy));
+        self.with_env(|env| self.core.nocb.call(env, f, CallKind::Lazy));
     }
 
     /// Drop `b` on a callback worker after a full grace period (kernel:
@@ -471,11 +470,13 @@ impl Rcu {
 
     /// A domain made of validated `parts` (see [`Builder::build`](crate::Builder::build)).
     pub(crate) fn from_parts(parts: DomainParts) -> Rcu {
+        let reader = ReadState::new(parts.fences, parts.gp_spin_limit);
+        let id = reader.id();
         Rcu {
             core: Arc::new(Core {
-                reader: ReadState::new(parts.fences, parts.gp_spin_limit),
+                reader,
                 gp: GpState::new(),
-                nocb: Nocb::new(parts.callbacks),
+                nocb: Nocb::new(parts.callbacks, id),
                 handles: AtomicUsize::new(1),
                 thread_name_prefix: parts.thread_name_prefix,
             }),

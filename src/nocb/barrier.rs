@@ -115,10 +115,16 @@ pub(crate) fn signal_ran_barriers() {
 
 impl BarrierState {
     /// Wait until every callback queued on `shards` before this call has
-    /// run; `wakes` wakes the workers a flush or an entrain owes. The
+    /// run; `take_feeds` moves the callbacks staged in threads' feeds to their
+    /// shards first; `wakes` wakes the workers a flush or an entrain owes. The
     /// caller has checked that it is neither reading nor a callback of this
     /// domain.
-    pub(crate) fn run(&self, shards: &[CachePadded<Shard>], wakes: &Wakes) {
+    pub(crate) fn run(
+        &self,
+        shards: &[CachePadded<Shard>],
+        wakes: &Wakes,
+        take_feeds: impl FnOnce(),
+    ) {
         if mutant!(BarrierLenUnlocked, when shards.iter().all(|s| s.looks_idle_unlocked())) {
             // Broken variant: a lock-free look, without `Acquire`, finds
             // every shard idle and returns.
@@ -142,6 +148,11 @@ impl BarrierState {
         // of other threads' calls) before the length reads below (kernel:
         // the `smp_mb()` at the top of `rcu_barrier`).
         fence(Ordering::SeqCst);
+        // Every callback staged in a thread's feed (feed.rs) before we
+        // arrived goes to its shard first (mutant `barrier_skips_feeds`).
+        if !mutant!(BarrierSkipsFeeds) {
+            take_feeds();
+        }
         let pending = Arc::new(Pending {
             remaining: Mutex::new(1),
             cv: Condvar::new(),

@@ -44,18 +44,203 @@
 
 use crate::callback::Slot;
 use crate::mutants::mutant;
-use crate::sync::{now_ns, Ordering};
+use crate::sync::{heavy_fence, now_ns, Ordering, ReaderFences};
 
-use super::env::{CallKind, Env};
+use super::env::{CallKind, Env, Staging};
+use super::feed::{adopt, push, push_slot, Adopted, Closing, Feed, FeedDrain, Push, Reopened};
 use super::shard::{in_any_callback, shard_index};
 use super::wake::{ExpediteRate, Traffic, WakeOwed};
 use super::Nocb;
 
+/// Whose take of the feeds ([`Nocb::take_feeds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// The scan of the GP worker of this group.
+    Scan(usize),
+    /// A barrier: every feed, none closed.
+    Barrier,
+}
+
+/// Did a take leave an active feed behind?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FeedsLeft {
+    /// Every feed it looked at is idle and closed (or was emptied by a
+    /// barrier).
+    None,
+    /// A feed published since the last scan and stays open: the GP worker
+    /// owes it another scan.
+    Active,
+}
+
 impl Nocb {
-    /// Queue `slot` on the calling thread's shard.
+    /// Queue the callback `f`: staged in the calling thread's feed
+    /// (feed.rs) if the domain stages normal callbacks, directly on a shard
+    /// otherwise.
     #[inline]
-    pub(crate) fn call(&self, env: Env<'_>, slot: Slot, kind: CallKind) {
-        let i = shard_index(self.shards.len());
+    pub(crate) fn call<F: FnOnce() + Send + 'static>(&self, env: Env<'_>, f: F, kind: CallKind) {
+        if kind == CallKind::Normal && self.cfg.staging == Staging::PerThread {
+            match push(self.domain, f) {
+                Push::Staged => {}
+                Push::Closed(feed) => self.refill_feed(env, &feed),
+                Push::Full(feed, slot) => {
+                    self.refill_feed(env, &feed);
+                    self.stage_after_refill(env, slot);
+                }
+                Push::NoFeed(slot) => self.adopt_feed(env, slot),
+            }
+            return;
+        }
+        self.call_direct(env, Slot::new(f), kind);
+    }
+
+    /// Stage `slot` in the feed the caller just refilled or adopted: it has
+    /// room, but a drainer may have closed it meanwhile.
+    #[cold]
+    fn stage_after_refill(&self, env: Env<'_>, slot: Slot) {
+        match push_slot(self.domain, slot) {
+            Push::Staged => {}
+            Push::Closed(feed) => self.refill_feed(env, &feed),
+            // The thread let go of its feed in between (a callback run by
+            // this thread's drop of a slot?) or the feed filled: go direct.
+            Push::Full(_, slot) | Push::NoFeed(slot) => {
+                self.call_direct(env, slot, CallKind::Normal)
+            }
+        }
+    }
+
+    /// The thread's first staged `call()` into this domain (or its feed was
+    /// orphaned): adopt a feed, registering a new one, then stage. A thread
+    /// whose locals are gone (a `call()` from a thread-local destructor)
+    /// enqueues directly.
+    #[cold]
+    fn adopt_feed(&self, env: Env<'_>, slot: Slot) {
+        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
+        match adopt(self.domain, i) {
+            Some(Adopted::New(feed)) => {
+                self.feeds.lock().push(feed);
+                self.stage_after_refill(env, slot);
+            }
+            Some(Adopted::Owned) => self.stage_after_refill(env, slot),
+            None => self.call_direct(env, slot, CallKind::Normal),
+        }
+    }
+
+    /// The owner's slow path: its feed is full or was closed. Hand every
+    /// staged callback to the shard of the CPU it runs on, start the slots
+    /// over, and reopen the feed if it was closed, which owes the feed a GP
+    /// worker's scan (feed.rs, "No stranded callback"). Memory pressure is
+    /// met here, before any lock is taken: a throttled owner may block.
+    #[cold]
+    fn refill_feed(&self, env: Env<'_>, feed: &Feed) {
+        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
+        let shard = &self.shards[i];
+        if !shard.started.load(Ordering::Acquire) {
+            self.start_workers(env, i);
+        }
+        if self.throttle.enabled && shard.backlog() > self.throttle.share {
+            self.over_share(env);
+        }
+        let (owed, reopened) = {
+            let mut d = feed.drain.lock();
+            let mut b = shard.bypass.lock();
+            let mut l = shard.list.lock();
+            // FIFO with the shard's bypass (lazy callbacks are promoted, as
+            // a normal callback arriving on a lazy bypass promotes them).
+            let flushed = shard.flush_bypass(&mut b, &mut l);
+            drop(b);
+            let owed = flushed.or(shard.take_feed(&mut l, feed, &mut d));
+            drop(l);
+            (owed, feed.restart(&mut d, i))
+        };
+        let g = self.wakes.group_index(i);
+        if owed == WakeOwed::GpWorker || self.wakes.wake_pending(g) {
+            self.wakes.after_enqueue(env, g, owed, Traffic::Flood);
+        }
+        if reopened == Reopened::Yes && owed == WakeOwed::Nothing && !mutant!(FeedReopenNoPromise) {
+            // The wake above, if owed, comes after the reopen and so is the
+            // promised scan; otherwise promise one a tick from now, as a new
+            // bypass does.
+            self.wakes
+                .bypass_started(env, g, CallKind::Normal, now_ns());
+        }
+    }
+
+    /// Take what every feed of group `g` (or, for `barrier()`, of every
+    /// group) has published, into the feeds' home shards. A GP worker's
+    /// scan (`Take::Scan`) closes the feeds that published nothing since
+    /// its last scan and reports whether an active feed is left for the
+    /// next one; a barrier's take wakes the GP workers its hand-overs owe.
+    pub(crate) fn take_feeds(&self, take: Take) -> FeedsLeft {
+        let mut feeds = self.feeds.lock();
+        if feeds.is_empty() {
+            return FeedsLeft::None;
+        }
+        let mut left = FeedsLeft::None;
+        let mut closed_any = false;
+        for feed in feeds.iter() {
+            let mut d = feed.drain.lock();
+            let g = self.wakes.group_index(d.home);
+            if let Take::Scan(scanning) = take {
+                if g != scanning {
+                    continue;
+                }
+            }
+            if self.take_one_feed(feed, &mut d, take) != 0 {
+                left = FeedsLeft::Active;
+                continue;
+            }
+            if take != Take::Barrier {
+                if let Some(Closing::JustClosed) = feed.close_if_idle(&mut d) {
+                    d.look_again = true;
+                    closed_any = true;
+                }
+            }
+        }
+        if closed_any {
+            if !mutant!(FeedCloseNoFence) {
+                // Feeds exist only where the readers' light fences are in
+                // use (Builder::build): the owner's half is a compiler fence.
+                heavy_fence(ReaderFences::Light);
+            }
+            for feed in feeds.iter() {
+                let mut d = feed.drain.lock();
+                if std::mem::take(&mut d.look_again) {
+                    // Published while we closed it: the owner may or may not
+                    // have seen the close; either way it is ours now.
+                    self.take_one_feed(feed, &mut d, take);
+                }
+            }
+        }
+        if take != Take::Barrier {
+            feeds.retain(|f| !f.is_abandoned(&f.drain.lock()));
+        }
+        if mutant!(FeedActiveNoRearm) {
+            return FeedsLeft::None;
+        }
+        left
+    }
+
+    /// Hand what `feed` published to its home shard, under its drain lock
+    /// (`d`); a barrier wakes the GP worker the hand-over owes (a scan owes
+    /// itself nothing). Returns how many callbacks moved.
+    fn take_one_feed(&self, feed: &Feed, d: &mut FeedDrain, take: Take) -> usize {
+        let i = d.home;
+        let shard = &self.shards[i];
+        let mut l = shard.list.lock();
+        let before = l.queued;
+        let owed = shard.take_feed(&mut l, feed, d);
+        let moved = (l.queued - before) as usize;
+        drop(l);
+        if take == Take::Barrier && owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
+            self.wakes.wake_gp_worker(self.wakes.group_index(i));
+        }
+        moved
+    }
+
+    /// Queue `slot` on a shard, taking its locks (kernel: `call_rcu` on an
+    /// offloaded CPU, `rcu_nocb_try_bypass`, `__call_rcu_nocb_wake`).
+    pub(crate) fn call_direct(&self, env: Env<'_>, slot: Slot, kind: CallKind) {
+        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
         let shard = &self.shards[i];
         if !shard.started.load(Ordering::Acquire) {
             self.start_workers(env, i);

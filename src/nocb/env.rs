@@ -83,6 +83,37 @@ pub(crate) enum CallKind {
     Lazy,
 }
 
+/// Which shard a `call()` goes to ([`Builder::shard_choice`](crate::Builder::shard_choice)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ShardChoice {
+    /// The shard of the CPU the calling thread runs on (`sched_getcpu`),
+    /// as the kernel's per-CPU callback lists and liburcu's per-CPU
+    /// `call_rcu` data do: threads running at once on different CPUs never
+    /// share a shard's locks. Where the CPU cannot be read, the thread's
+    /// own shard ([`ShardChoice::PerThread`]).
+    #[default]
+    PerCpu,
+    /// A shard per thread, given round robin at the thread's first `call()`
+    /// and kept: a thread's callbacks always go to the same shard, whatever
+    /// CPU it runs on.
+    PerThread,
+}
+
+/// Whether `call()` stages callbacks in a per-thread buffer
+/// ([`Builder::staging`](crate::Builder::staging)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Staging {
+    /// Each thread stages its callbacks for the domain in a small buffer of
+    /// its own (64 callbacks) with plain stores, and hands them to a shard
+    /// in batches; the domain's GP worker takes what a thread staged at its
+    /// next scan (within a tick), and `barrier()` takes it at once. The
+    /// default, where the readers' light fences are in use.
+    PerThread,
+    /// Every `call()` takes its shard's locks, and the callback is on the
+    /// shard when `call()` returns.
+    Off,
+}
+
 /// The callback configuration of a domain, from its `Builder`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
@@ -95,6 +126,8 @@ pub(crate) struct Config {
     pub(crate) bypass_max: usize,
     pub(crate) high_water: usize,
     pub(crate) low_water: usize,
+    pub(crate) shard_choice: ShardChoice,
+    pub(crate) staging: Staging,
     pub(crate) model: ModelOptions,
 }
 

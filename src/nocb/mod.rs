@@ -4,7 +4,10 @@
 //! serves.
 //!
 //! ```text
-//!  call(f) ─► enqueue.rs: bypass (bypass.rs) or segmented list (shard.rs)
+//!  call(f) ─► feed.rs: staged in the thread's feed ─► every 64 calls, or
+//!     │        on a GP worker's scan or a barrier, handed to a shard's list
+//!     ▼ (lazy, staging off, or no thread-locals)
+//!  enqueue.rs: bypass (bypass.rs) or segmented list (shard.rs)
 //!                 │ the list had nothing pending
 //!                 ▼
 //!  wake.rs: wake the group's GP worker now, or defer to timer.rs
@@ -27,11 +30,14 @@ mod bypass;
 mod discipline;
 mod enqueue;
 mod env;
+mod feed;
 mod shard;
 mod throttle;
 mod timer;
 mod wake;
 mod worker;
+
+use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
@@ -40,11 +46,14 @@ use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
 use self::bypass::FlushRule;
+use self::enqueue::Take;
+use self::feed::Feed;
 use self::shard::Shard;
 use self::throttle::Throttle;
 use self::wake::{Delays, Wakes};
 
 pub(crate) use self::env::{default_stride, CallKind, Config, Env, ModelOptions, Spawn, Worker};
+pub use self::env::{ShardChoice, Staging};
 pub(crate) use self::shard::{in_any_callback, in_callback_of};
 crate::mutants::model_only! {
     pub(crate) use self::shard::set_shard_hint;
@@ -62,6 +71,10 @@ pub(crate) struct Nocb {
     pub(crate) shards: Box<[CachePadded<Shard>]>,
     pub(crate) wakes: Wakes,
     pub(crate) cfg: Config,
+    /// The domain's id, which keys the threads' feeds; kept here, beside
+    /// the configuration the enqueue reads anyway, rather than read from
+    /// the reader state, whose cache line the grace-period side writes.
+    domain: u64,
     pub(crate) throttle: Throttle,
     /// When the last expedite happened (rate-limits them to one a tick).
     last_expedite: AtomicU64,
@@ -71,10 +84,14 @@ pub(crate) struct Nocb {
     pub(crate) panics: AtomicU64,
     panic_reported: AtomicBool,
     barrier: BarrierState,
+    /// Every thread's feed for this domain (feed.rs), until a GP worker
+    /// drops an abandoned one. Lock order: this, then a feed's drain lock,
+    /// then a shard's locks.
+    feeds: Mutex<Vec<Arc<Feed>>>,
 }
 
 impl Nocb {
-    pub(crate) fn new(cfg: Config) -> Nocb {
+    pub(crate) fn new(cfg: Config, domain: u64) -> Nocb {
         let delays = Delays {
             tick: cfg.tick_ns,
             lazy: cfg.lazy_ns,
@@ -92,10 +109,12 @@ impl Nocb {
             throttle: Throttle::new(cfg.high_water, cfg.low_water, cfg.shards),
             last_expedite: AtomicU64::new(0),
             cfg,
+            domain,
             any_started: AtomicBool::new(false),
             panics: AtomicU64::new(0),
             panic_reported: AtomicBool::new(false),
             barrier: BarrierState::new(),
+            feeds: Mutex::new(Vec::new()),
         }
     }
 
@@ -103,7 +122,9 @@ impl Nocb {
     /// barrier.rs). The caller has checked that it is neither reading nor
     /// a callback of this domain.
     pub(crate) fn barrier(&self) {
-        self.barrier.run(&self.shards, &self.wakes);
+        self.barrier.run(&self.shards, &self.wakes, || {
+            self.take_feeds(Take::Barrier);
+        });
     }
 
     /// Called by the grace-period engine after each grace period it waited
@@ -174,7 +195,7 @@ impl Nocb {
             loop {
                 let before = self.total_queued();
                 self.barrier();
-                if self.total_queued() == before {
+                if self.total_queued() == before && !self.feeds_hold_callbacks() {
                     break;
                 }
             }
@@ -190,6 +211,15 @@ impl Nocb {
             }
         }
         self.wakes.stop_timer();
+    }
+
+    /// Does some thread's feed hold a callback it staged (a callback run
+    /// during the last barrier may have staged one)?
+    fn feeds_hold_callbacks(&self) -> bool {
+        self.feeds
+            .lock()
+            .iter()
+            .any(|f| f.holds_callbacks(&f.drain.lock()))
     }
 
     /// Callbacks ever queued by `call()`, over all shards.

@@ -26,21 +26,29 @@
 //! `cb_len_early`), `concurrent_barriers_share_work` and
 //! `barrier_entrain_races_bypass_flush`.
 //!
-//! # Which shard a thread uses
+//! # Which shard a call uses
 //!
-//! A thread is given a shard index at its first `call()` (round robin over
-//! the threads of the process) and keeps it for every domain, modulo the
-//! domain's shard count: a thread's callbacks therefore stay in FIFO order.
+//! By default ([`ShardChoice::PerCpu`]) the shard of the CPU the caller runs
+//! on, `sched_getcpu()` modulo the shard count (kernel: the per-CPU
+//! `rcu_data`; liburcu: per-CPU `call_rcu` data). The answer may be stale by
+//! the time the shard's lock is taken; that costs locality, never
+//! correctness. Where the CPU cannot be read, and with
+//! [`ShardChoice::PerThread`], the thread's own shard: a thread is given an
+//! index at its first `call()` (round robin over the threads of the process)
+//! and keeps it for every domain, modulo the domain's shard count.
 
 use std::cell::Cell;
 
 use crate::callback::{CbQueue, Slot};
 use crate::mutants::{model_only, mutant};
 use crate::segcblist::SegCbList;
-use crate::sync::{first_shard_hint, rcu_thread_local, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{
+    current_cpu, first_shard_hint, rcu_thread_local, AtomicBool, AtomicUsize, Mutex, Ordering,
+};
 
 use super::bypass::Bypass;
-use super::env::CallKind;
+use super::env::{CallKind, ShardChoice};
+use super::feed::{Feed, FeedDrain};
 use super::wake::{CbWaker, WakeOwed};
 
 /// A shard's list and the counters its lock protects.
@@ -134,6 +142,20 @@ impl Shard {
         owed
     }
 
+    /// Move the callbacks `feed` has published to the end of the list,
+    /// under the feed's drain lock (`d`) and the list lock (`l`). Owes a
+    /// wake if the list had nothing pending and now has.
+    pub(crate) fn take_feed(&self, l: &mut ShardList, feed: &Feed, d: &mut FeedDrain) -> WakeOwed {
+        let idle = owed_by_idle_list(l);
+        let n = feed.take_published(d, &mut l.cbs);
+        if n == 0 {
+            return WakeOwed::Nothing;
+        }
+        l.queued += n as u64;
+        self.len_add(l, n);
+        idle
+    }
+
     /// Append `slot` to the bypass, under its lock (`b`). Returns whether
     /// the bypass was empty.
     pub(crate) fn push_bypass(&self, b: &mut Bypass, slot: Slot, kind: CallKind) -> bool {
@@ -221,9 +243,20 @@ rcu_thread_local! {
     });
 }
 
-/// The calling thread's shard index in a domain with `n` shards.
+/// The calling thread's shard in a domain with `n` shards, by `choice`.
 #[inline]
-pub(crate) fn shard_index(n: usize) -> usize {
+pub(crate) fn shard_index(n: usize, choice: ShardChoice) -> usize {
+    if choice == ShardChoice::PerCpu {
+        if let Some(cpu) = current_cpu() {
+            return cpu % n;
+        }
+    }
+    thread_shard(n)
+}
+
+/// The calling thread's own shard in a domain with `n` shards.
+#[inline]
+fn thread_shard(n: usize) -> usize {
     SHARD.with(|c| {
         let v = c.get();
         if v.n == n {

@@ -7,6 +7,7 @@
 //! ```text
 //! loop:
 //!   begin_scan (wake.rs): marked asleep, moot WAKE/FORCE cancelled
+//!   take what the group's feeds staged (feed.rs); close the idle ones
 //!   for each shard of the group, under its list lock:
 //!     flush its bypass if old or long (or all of them, under pressure)
 //!     advance done segments into DONE, wake the CB worker if it has work
@@ -52,6 +53,7 @@ use crate::seq;
 use crate::sync::now_ns;
 
 use super::barrier::{barrier_ran, signal_ran_barriers};
+use super::enqueue::{FeedsLeft, Take};
 use super::env::Env;
 use super::shard::CallbackScope;
 use super::wake::{FlushBypasses, LeftBehind, Run};
@@ -72,7 +74,13 @@ impl Nocb {
     pub(crate) fn gp_worker(&self, env: Env<'_>, g: usize) {
         while let Some(flush) = self.wakes.begin_scan(g) {
             let mut earliest: Option<u64> = None;
-            let mut left = LeftBehind::Nothing;
+            // Threads' feeds first (feed.rs): what they staged joins the
+            // lists this scan is about to look at; an active feed is owed
+            // the next scan, as a bypass left behind is.
+            let mut left = match self.take_feeds(Take::Scan(g)) {
+                FeedsLeft::Active => LeftBehind::Normal,
+                FeedsLeft::None => LeftBehind::Nothing,
+            };
             let now = now_ns();
             for i in self.wakes.groups[g].shards.clone() {
                 let scan = self.scan_shard(env, i, flush, now, &mut left);

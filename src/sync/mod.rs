@@ -48,10 +48,10 @@ pub(crate) mod model;
 use model as backend;
 
 pub(crate) use backend::{
-    default_shards, fence, first_shard_hint, heavy_fence, membarrier_available, now_ns,
-    rcu_thread_local, reader_exit_store, reader_fence, spawn_named, spin_hint, timer_fired_at,
-    AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Condvar, JoinHandle, Mutex,
-    MutexGuard, DEFAULT_GP_SPIN_LIMIT,
+    current_cpu, default_shards, fence, first_shard_hint, heavy_fence, membarrier_available,
+    now_ns, rcu_thread_local, reader_exit_store, reader_fence, spawn_named, spin_hint,
+    timer_fired_at, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Condvar, JoinHandle,
+    Mutex, MutexGuard, UnsafeCell, DEFAULT_GP_SPIN_LIMIT, STAGING_BY_DEFAULT,
 };
 
 pub(crate) use shared::{ReaderFences, TimerClock};

@@ -34,6 +34,36 @@ pub(crate) fn first_shard_hint() -> usize {
     0
 }
 
+/// Models have no CPUs: every thread takes its per-thread shard, which a
+/// model picks (`rcu_offload::model::set_shard`), so a model can move a
+/// thread between shards as a migration would.
+pub(crate) fn current_cpu() -> Option<usize> {
+    None
+}
+
+/// Models of the direct enqueue path outnumber those of the feeds: a model
+/// asks for feeds (`ModelBuilder::stage_in_feeds`).
+pub(crate) const STAGING_BY_DEFAULT: bool = false;
+
+/// Data whose exclusive access a protocol guarantees: loom checks it.
+#[cfg(loom)]
+pub(crate) use ::loom::cell::UnsafeCell;
+
+/// Data whose exclusive access a protocol guarantees (shuttle does not
+/// check it; loom does).
+#[cfg(shuttle)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(shuttle)]
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(v: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(v))
+    }
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
 /// The models run with light reader fences; both halves are `SeqCst`
 /// fences here anyway.
 pub(crate) fn membarrier_available() -> bool {

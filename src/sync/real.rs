@@ -21,6 +21,28 @@ pub(crate) fn default_shards(max: usize) -> usize {
         .min(max)
 }
 
+/// The CPU the calling thread runs on, if the system says (`sched_getcpu`,
+/// which glibc 2.35 and later answer from the thread's rseq area without a
+/// system call). The answer may be stale as soon as it is given: callers
+/// use it as a locality hint only.
+#[inline]
+pub(crate) fn current_cpu() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `sched_getcpu` takes no arguments and touches no memory
+        // of ours; it returns -1 (with errno set) when it cannot tell.
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Real domains stage `call()`s in per-thread feeds unless told not to.
+pub(crate) const STAGING_BY_DEFAULT: bool = true;
+
 /// A new thread's shard hint: round robin over the threads of the process.
 #[cold]
 pub(crate) fn first_shard_hint() -> usize {
@@ -104,6 +126,22 @@ impl TimerClock {
 #[inline]
 pub(crate) fn spin_hint() {
     std::hint::spin_loop();
+}
+
+/// A cell for data whose exclusive access a protocol guarantees, with loom's
+/// closure interface so that the models can check that guarantee.
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(v: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(v))
+    }
+    /// Run `f` on a pointer to the contents; the caller's protocol makes
+    /// the access exclusive.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
 }
 
 /// `thread_local!` with const initialisation.
