@@ -56,6 +56,10 @@ MUTANTS=(
   "deferred_deadline_late|wakeups::deferred_wake_races_direct_wake_gp_wakeup_and_timer|after the deadline"
   "deferred_deadline_late|wakeups::rate_limited_wake_runs_within_its_tick|after the deadline"
   "deferred_deadline_late|wakeups::seed_timer_cancel_keeps_level|after the deadline"
+  "feed_no_recheck|feeds::feed_publish_races_scan_close|deadlock"
+  "feed_close_no_fence|feeds::feed_publish_races_scan_close|deadlock"
+  "feed_reopen_no_promise|feeds::feed_reopen_promises_a_scan|deadlock"
+  "barrier_skips_feeds|feeds::barrier_takes_staged_callbacks|Causality violation"
 )
 
 cargo build --release --tests --quiet || exit 2

@@ -122,9 +122,6 @@ mod enumeration {
         FeedCloseNoFence = "feed_close_no_fence",
         /// An owner that reopens a closed feed promises it no scan.
         FeedReopenNoPromise = "feed_reopen_no_promise",
-        /// A scan that took callbacks from an active feed asks for no next
-        /// scan.
-        FeedActiveNoRearm = "feed_active_no_rearm",
         /// `barrier()` does not take the callbacks staged in threads' feeds.
         BarrierSkipsFeeds = "barrier_skips_feeds",
         /// The GP worker's scan leaves a young bypass behind without asking

@@ -11,10 +11,15 @@
 //! while every model passes. So in the models the timer keeps to what each
 //! level is for:
 //!
-//! * **BYPASS and LAZY** are timed flushes of bypass lists. Their timer
-//!   fires only while a bypass of the group still holds callbacks; with
-//!   nothing left to flush it goes off idle: the level is reset and nobody
-//!   is woken. Whoever emptied the bypass owed the wake, if one was owed.
+//! * **BYPASS and LAZY** are timed flushes of bypass lists, and BYPASS is
+//!   also the scan an open feed was promised (feed.rs). Their timer fires
+//!   only while a bypass of the group still holds callbacks or a feed
+//!   homed on the group is open; with nothing left to flush or watch it
+//!   goes off idle: the level is reset and nobody is woken. Whoever emptied
+//!   the bypass owed the wake, if one was owed. (The feeds are looked at
+//!   first, under their own locks, which come before the bypass locks in
+//!   the lock order; a feed reopened after that look asks for a deadline of
+//!   its own.)
 //!   The check and the idling happen under every bypass lock of the group
 //!   (then the wake lock, the global lock order), so a callback cannot
 //!   slip into a bypass between them; a timer that does fire fires after
@@ -51,9 +56,13 @@ model_only! {
         /// The timer thread's loop under the discipline (module docs).
         pub(super) fn run_disciplined_timer(&self) {
             self.wakes.run_timer(|g, deadline| {
+                let watched = self.feeds.lock().iter().any(|f| {
+                    let d = f.drain.lock();
+                    f.is_open() && self.wakes.group_index(d.home) == g
+                });
                 let shards = self.wakes.groups[g].shards.clone();
                 let held: Vec<_> = self.shards[shards].iter().map(|s| s.bypass.lock()).collect();
-                let bypasses = if held.iter().any(|b| b.len() != 0) {
+                let bypasses = if watched || held.iter().any(|b| b.len() != 0) {
                     Flushable::Something
                 } else {
                     Flushable::Nothing

@@ -61,17 +61,6 @@ pub(crate) enum Take {
     Barrier,
 }
 
-/// Did a take leave an active feed behind?
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum FeedsLeft {
-    /// Every feed it looked at is idle and closed (or was emptied by a
-    /// barrier).
-    None,
-    /// A feed published since the last scan and stays open: the GP worker
-    /// owes it another scan.
-    Active,
-}
-
 impl Nocb {
     /// Queue the callback `f`: staged in the calling thread's feed
     /// (feed.rs) if the domain stages normal callbacks, directly on a shard
@@ -167,32 +156,44 @@ impl Nocb {
 
     /// Take what every feed of group `g` (or, for `barrier()`, of every
     /// group) has published, into the feeds' home shards. A GP worker's
-    /// scan (`Take::Scan`) closes the feeds that published nothing since
-    /// its last scan and reports whether an active feed is left for the
-    /// next one; a barrier's take wakes the GP workers its hand-overs owe.
-    pub(crate) fn take_feeds(&self, take: Take) -> FeedsLeft {
+    /// scan (`Take::Scan`) also closes the feeds that published nothing
+    /// since its last look, and drops the abandoned ones; a barrier's take
+    /// wakes the GP workers its hand-overs owe.
+    ///
+    /// A feed that was active keeps no timer of its own: what the scan took
+    /// waits for a grace period, and that grace period's end brings the GP
+    /// worker back for another scan, which takes the feed again or closes
+    /// it (feed.rs, "No stranded callback").
+    pub(crate) fn take_feeds(&self, take: Take) {
+        if self.cfg.staging == Staging::Off {
+            return;
+        }
         let mut feeds = self.feeds.lock();
         if feeds.is_empty() {
-            return FeedsLeft::None;
+            return;
         }
-        let mut left = FeedsLeft::None;
         let mut closed_any = false;
         for feed in feeds.iter() {
             let mut d = feed.drain.lock();
-            let g = self.wakes.group_index(d.home);
-            if let Take::Scan(scanning) = take {
-                if g != scanning {
+            if let Take::Scan(g) = take {
+                if self.wakes.group_index(d.home) != g {
                     continue;
                 }
             }
-            if self.take_one_feed(feed, &mut d, take) != 0 {
-                left = FeedsLeft::Active;
+            if self.take_one_feed(feed, &mut d, take) != 0 || take == Take::Barrier {
                 continue;
             }
-            if take != Take::Barrier {
-                if let Some(Closing::JustClosed) = feed.close_if_idle(&mut d) {
+            match feed.close_if_idle(&mut d) {
+                Some(Closing::JustClosed) => {
                     d.look_again = true;
                     closed_any = true;
+                }
+                Some(Closing::WasClosed) => {}
+                // Published since our take: take it too. What we take waits
+                // for a grace period whose end brings the next scan; left
+                // open with nothing taken, the feed would have none.
+                None => {
+                    self.take_one_feed(feed, &mut d, take);
                 }
             }
         }
@@ -214,10 +215,6 @@ impl Nocb {
         if take != Take::Barrier {
             feeds.retain(|f| !f.is_abandoned(&f.drain.lock()));
         }
-        if mutant!(FeedActiveNoRearm) {
-            return FeedsLeft::None;
-        }
-        left
     }
 
     /// Hand what `feed` published to its home shard, under its drain lock

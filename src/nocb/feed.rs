@@ -35,8 +35,9 @@
 //! * **No stranded callback.** An open feed always has a GP worker scan
 //!   coming: the owner's slow path that reopens it owes one (a wake now, or
 //!   a deferred wake at BYPASS, as a new bypass does), and a scan that
-//!   finds the feed active takes what it published and asks for the next
-//!   scan before it sleeps (`LeftBehind::Normal`, worker.rs). A scan closes
+//!   finds the feed active takes what it published, which then waits for a
+//!   grace period whose end brings the GP worker back for the next scan
+//!   (so an active feed needs no timer of its own). A scan closes
 //!   only a feed that published nothing since the last scan, and pairs the
 //!   close with the owner's check through the asymmetric fences (the read
 //!   side's pair, sync/mod.rs): either the owner's check sees the close and
@@ -54,8 +55,7 @@
 //! Checked by the loom models in loom-tests/tests/feeds.rs:
 //! `feed_publish_races_scan_close` (mutants `feed_no_recheck`,
 //! `feed_close_no_fence`), `feed_reopen_promises_a_scan` (mutant
-//! `feed_reopen_no_promise`), `active_feed_keeps_its_scan` (mutant
-//! `feed_active_no_rearm`) and `barrier_takes_staged_callbacks` (mutant
+//! `feed_reopen_no_promise`) and `barrier_takes_staged_callbacks` (mutant
 //! `barrier_skips_feeds`).
 
 use std::cell::{Cell, RefCell};
@@ -63,7 +63,7 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use crate::callback::Slot;
-use crate::mutants::mutant;
+use crate::mutants::{model_only, model_or_real, mutant};
 use crate::segcblist::SegCbList;
 use crate::sync::{
     rcu_thread_local, reader_fence, AtomicBool, AtomicUsize, Mutex, Ordering, ReaderFences,
@@ -72,8 +72,9 @@ use crate::sync::{
 
 /// Callbacks a feed stages before its owner hands them over: 64 slots are
 /// 2 KiB per thread and domain, and make the hand-over's locks cost well
-/// under a nanosecond per call.
-pub(crate) const FEED_SLOTS: usize = 64;
+/// under a nanosecond per call. Models use 2, so that a few calls fill a
+/// feed.
+pub(crate) const FEED_SLOTS: usize = model_or_real!(2, 64);
 
 /// Feeds a thread keeps, one per domain it calls into, most recent first;
 /// a thread that calls into more domains orphans its least recent feed.
@@ -216,6 +217,16 @@ impl Feed {
     }
 }
 
+model_only! {
+    impl Feed {
+        /// Is the feed open (a GP worker's scan promised)? For the timer
+        /// discipline (discipline.rs).
+        pub(crate) fn is_open(&self) -> bool {
+            !self.closed.load(Ordering::Relaxed)
+        }
+    }
+}
+
 /// Did [`Feed::restart`] reopen a closed feed? Then the owner owes it a
 /// scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,9 +237,9 @@ pub(crate) enum Reopened {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        let d = self.drain.get_mut();
-        let tail = *self.tail.get_mut();
-        for i in d.head..tail {
+        let head = self.drain.lock().head;
+        let tail = self.tail.load(Ordering::Relaxed);
+        for i in head..tail {
             // SAFETY: `&mut self`: nobody else can touch the feed; slots in
             // `head..tail` are published and not taken, so each is live and
             // dropped once, here.

@@ -53,7 +53,7 @@ use crate::seq;
 use crate::sync::now_ns;
 
 use super::barrier::{barrier_ran, signal_ran_barriers};
-use super::enqueue::{FeedsLeft, Take};
+use super::enqueue::Take;
 use super::env::Env;
 use super::shard::CallbackScope;
 use super::wake::{FlushBypasses, LeftBehind, Run};
@@ -75,12 +75,9 @@ impl Nocb {
         while let Some(flush) = self.wakes.begin_scan(g) {
             let mut earliest: Option<u64> = None;
             // Threads' feeds first (feed.rs): what they staged joins the
-            // lists this scan is about to look at; an active feed is owed
-            // the next scan, as a bypass left behind is.
-            let mut left = match self.take_feeds(Take::Scan(g)) {
-                FeedsLeft::Active => LeftBehind::Normal,
-                FeedsLeft::None => LeftBehind::Nothing,
-            };
+            // lists this scan is about to look at.
+            self.take_feeds(Take::Scan(g));
+            let mut left = LeftBehind::Nothing;
             let now = now_ns();
             for i in self.wakes.groups[g].shards.clone() {
                 let scan = self.scan_shard(env, i, flush, now, &mut left);
