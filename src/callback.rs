@@ -172,41 +172,60 @@ pub(crate) struct CbQueue {
     len: usize,
 }
 
-/// Empty blocks kept for reuse by one queue owner (a shard).
-#[derive(Default)]
+/// Empty blocks kept for reuse by one queue owner: a shard's list (its
+/// pool), its bypass, a CB worker between two hand-backs.
 pub(crate) struct BlockCache {
     // Boxed so that recycling a block moves a pointer, not a kilobyte.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Block>>,
+    /// At most this many are kept; the rest are freed.
+    limit: usize,
 }
 
-/// At most this many empty blocks (64 KiB) are kept per cache, enough for a
-/// CB worker to hand a shard's producer back every block of a batch.
+/// Spare blocks a cache keeps by default (64 KiB): enough for a CB worker to
+/// hand a batch's blocks back, or a bypass to fill for a tick. A shard's
+/// pool is sized by the memory bound instead ([`BlockCache::with_limit`]).
 const MAX_SPARE: usize = 64;
 
+impl Default for BlockCache {
+    fn default() -> Self {
+        BlockCache::with_limit(MAX_SPARE)
+    }
+}
+
 impl BlockCache {
+    /// A cache that keeps up to `limit` spare blocks.
+    pub(crate) fn with_limit(limit: usize) -> Self {
+        BlockCache {
+            spare: Vec::new(),
+            limit,
+        }
+    }
+
     fn get(&mut self) -> Box<Block> {
         self.spare.pop().unwrap_or_else(Block::new)
     }
 
     fn put(&mut self, mut b: Box<Block>) {
         debug_assert_eq!(b.len(), 0);
-        if self.spare.len() < MAX_SPARE {
+        if self.spare.len() < self.limit {
             b.head = 0;
             b.tail = 0;
             self.spare.push(b);
         }
     }
 
-    /// Move our spare blocks into `to` (up to its limit; the rest are freed).
+    /// Move our spare blocks into `to`, as many as it keeps; the rest stay.
     pub(crate) fn move_into(&mut self, to: &mut BlockCache) {
-        while let Some(b) = self.spare.pop() {
-            if to.spare.len() == MAX_SPARE {
-                self.spare.clear();
-                break;
-            }
-            to.spare.push(b);
-        }
+        let room = to.limit.saturating_sub(to.spare.len());
+        let n = room.min(self.spare.len());
+        to.spare.extend(self.spare.drain(self.spare.len() - n..));
+    }
+
+    /// Spare blocks held.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn len(&self) -> usize {
+        self.spare.len()
     }
 }
 
@@ -250,12 +269,22 @@ impl CbQueue {
 
     /// Split off and return the first `n` callbacks (`n <= len`), moving
     /// whole blocks where possible.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn split_front(&mut self, n: usize, cache: &mut BlockCache) -> CbQueue {
-        assert!(n <= self.len);
         let mut out = CbQueue::default();
-        while out.len < n {
+        self.split_front_into(n, cache, &mut out);
+        out
+    }
+
+    /// Move the first `n` callbacks (`n <= len`) to the end of `out`, whole
+    /// blocks where possible. A caller that reuses `out` reuses its block
+    /// index too: no allocation once it has grown.
+    pub(crate) fn split_front_into(&mut self, n: usize, cache: &mut BlockCache, out: &mut CbQueue) {
+        assert!(n <= self.len);
+        let target = out.len + n;
+        while out.len < target {
             let front_len = self.blocks.front().expect("len > 0").len();
-            if out.len + front_len <= n {
+            if out.len + front_len <= target {
                 let b = self.blocks.pop_front().expect("front exists");
                 out.len += front_len;
                 self.len -= front_len;
@@ -265,7 +294,6 @@ impl CbQueue {
                 out.push_back(slot, cache);
             }
         }
-        out
     }
 
     /// Move all of `other` after our callbacks, leaving it empty but with
@@ -333,7 +361,7 @@ mod tests {
             s.invoke();
         }
         assert_eq!(*log.lock().unwrap(), (0..100).collect::<Vec<_>>());
-        assert!(cache.spare.len() <= MAX_SPARE && !cache.spare.is_empty());
+        assert!(cache.len() <= MAX_SPARE && cache.len() != 0);
     }
 
     #[test]

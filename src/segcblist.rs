@@ -52,6 +52,15 @@ pub(crate) struct SegCbList {
 }
 
 impl SegCbList {
+    /// An empty list whose spare-block pool keeps up to `spare_blocks`
+    /// blocks (callback.rs).
+    pub(crate) fn with_spare_blocks(spare_blocks: usize) -> Self {
+        SegCbList {
+            cache: BlockCache::with_limit(spare_blocks),
+            ..SegCbList::default()
+        }
+    }
+
     /// Total number of callbacks in the list.
     #[cfg_attr(not(test), allow(dead_code))] // tests
     pub(crate) fn len(&self) -> usize {
@@ -149,10 +158,19 @@ impl SegCbList {
     /// are fewer (kernel: `rcu_segcblist_extract_done_cbs`, which takes the
     /// whole segment; splitting our chunked FIFO costs a step per block, so
     /// the CB worker takes no more than it will invoke in one batch).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn extract_done(&mut self, max: usize) -> CbQueue {
+        let mut out = CbQueue::default();
+        self.extract_done_into(max, &mut out);
+        out
+    }
+
+    /// [`extract_done`](SegCbList::extract_done) into the end of `out`,
+    /// which the CB worker reuses from batch to batch.
+    pub(crate) fn extract_done_into(&mut self, max: usize, out: &mut CbQueue) {
         let n = self.len[DONE].min(max);
         self.len[DONE] -= n;
-        self.cbs.split_front(n, &mut self.cache)
+        self.cbs.split_front_into(n, &mut self.cache, out);
     }
 
     /// Put back the unrun rest of an extracted DONE batch, in front

@@ -16,7 +16,7 @@ use common::{
     assert_settled, check_raw, counting, is_settled, join_all, join_and_barrier, recv, shard_total,
     spawn_n, wait_for_stats, wait_until, within, Failures, IdSet, Obj, Published, SendPtr,
 };
-use rcu_offload::{Rcu, RcuCell};
+use rcu_offload::{Rcu, RcuCell, ShardChoice};
 
 /// One domain configuration under test.
 #[derive(Clone, Copy, Debug)]
@@ -845,7 +845,12 @@ fn short_lived_threads_calling_then_exiting() {
     const THREADS: usize = 160;
     const BATCH: usize = 8;
     const PER: usize = 4;
-    let rcu = Rcu::builder().shards(3).gp_stride(2).build().unwrap();
+    let rcu = Rcu::builder()
+        .shards(3)
+        .gp_stride(2)
+        .shard_choice(ShardChoice::PerThread)
+        .build()
+        .unwrap();
     let ids = Arc::new(IdSet::new(THREADS * PER));
     for batch in 0..THREADS / BATCH {
         let ts = {
@@ -867,7 +872,8 @@ fn short_lived_threads_calling_then_exiting() {
         rcu.barrier();
         let s = rcu.stats();
         assert_eq!(s.queued(), (THREADS * PER) as u64);
-        // Round robin over threads: every shard got callbacks.
+        // Per-thread shards, round robin over threads: every shard got
+        // callbacks.
         assert!(s.shards.iter().all(|x| x.queued > 0), "{s:?}");
         drop(rcu);
         assert_eq!(ids2.len(), THREADS * PER);

@@ -22,7 +22,7 @@ use common::{
     assert_settled, counting, join_all, shard_total, spawn_n, spin, wait_for, wait_for_stats,
     wait_until, within, IdSet, OnShard, HOUR,
 };
-use rcu_offload::Rcu;
+use rcu_offload::{Rcu, ShardChoice, Staging};
 
 /// A `call()` inside a read-side section may not wake the GP worker (no
 /// system call there): on an otherwise idle domain its wake is deferred to
@@ -75,6 +75,8 @@ fn call_inside_read_section_during_a_flood() {
         .tick(Duration::from_micros(200))
         .nobypass_limit(4)
         .bypass_max(128)
+        .staging(Staging::Off)
+        .shard_choice(ShardChoice::PerThread)
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,6 +145,8 @@ fn non_lazy_bypass_is_not_held_back_by_another_shards_lazy_timer() {
         .nobypass_limit(0)
         .tick(Duration::from_millis(100))
         .lazy_timeout(HOUR)
+        .staging(Staging::Off)
+        .shard_choice(ShardChoice::PerThread)
         .build()
         .unwrap();
     let a = OnShard::new(2, 0);

@@ -21,7 +21,7 @@ use common::{
     assert_settled, is_settled, join_all, join_and_barrier, shard_total, spawn_n, wait_for_stats,
     wait_until, within, Failures, IdSet, HOUR, LIVENESS_BOUND,
 };
-use rcu_offload::Rcu;
+use rcu_offload::{Rcu, ShardChoice, Staging};
 
 /// What the callbacks of a test check and record: each runs after a full
 /// grace period since its `call()` and records its id exactly once.
@@ -107,6 +107,8 @@ fn flood_through_bypass_runs_each_callback_once_after_a_grace_period() {
             .shards(shards)
             .nobypass_limit(0)
             .bypass_max(bypass_max)
+            .staging(Staging::Off)
+            .shard_choice(ShardChoice::PerThread)
             .build()
             .unwrap();
         let tally = Tally::new(&rcu, threads * per);
@@ -159,6 +161,8 @@ fn fifo_per_thread_across_bypass_and_list_transitions() {
         .tick(Duration::from_micros(100))
         .nobypass_limit(8)
         .bypass_max(50)
+        .staging(Staging::Off)
+        .shard_choice(ShardChoice::PerThread)
         .build()
         .unwrap();
     // Per producer: the sequence number of the callback that must run next.

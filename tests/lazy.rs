@@ -19,7 +19,7 @@ use std::thread;
 use common::{counting, shard_total, wait_until, within, OnShard, HOUR};
 #[cfg(target_os = "linux")]
 use common::{join_all, spawn_n};
-use rcu_offload::Rcu;
+use rcu_offload::{Rcu, ShardChoice, Staging};
 
 /// A non-lazy `call()` promotes the lazy callbacks queued before it on the
 /// same thread: with a lazy timeout of an hour, lazy callbacks (which a
@@ -87,7 +87,13 @@ fn non_lazy_call_promotes_earlier_lazy_callbacks() {
 #[test]
 fn non_lazy_call_promotes_lazy_callbacks_of_another_thread_on_the_shard() {
     const LAZY: usize = 100;
-    let rcu = Rcu::builder().shards(2).lazy_timeout(HOUR).build().unwrap();
+    let rcu = Rcu::builder()
+        .shards(2)
+        .lazy_timeout(HOUR)
+        .staging(Staging::Off)
+        .shard_choice(ShardChoice::PerThread)
+        .build()
+        .unwrap();
     let a = OnShard::new(2, 1);
     let b = OnShard::new(2, 1);
     let ran = Arc::new(AtomicUsize::new(0));

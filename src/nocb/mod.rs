@@ -41,13 +41,14 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::callback::BLOCK;
 use crate::mutants::{model_or_real, mutant};
 use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
 use self::bypass::FlushRule;
 use self::enqueue::Take;
-use self::feed::Feed;
+use self::feed::{Feed, FEED_SLOTS};
 use self::shard::Shard;
 use self::throttle::Throttle;
 use self::wake::{Delays, Wakes};
@@ -58,6 +59,24 @@ pub(crate) use self::shard::{in_any_callback, in_callback_of};
 crate::mutants::model_only! {
     pub(crate) use self::shard::set_shard_hint;
     pub(crate) use self::wake::Level;
+}
+
+/// Callbacks whose blocks a shard's pool may keep, however high (or off)
+/// the memory bound: 2^20 callbacks, 32 MiB of blocks.
+const MAX_POOLED_CALLBACKS: usize = 1 << 20;
+
+/// Spare callback blocks a shard keeps (its pool, callback.rs): enough for
+/// one shard to hold the whole high-water mark, the most a throttled flood
+/// queues on it, plus what the throttle's check lets through before it
+/// blocks (a feed's worth), a CB worker's batch and a few partly filled
+/// blocks; so that such a flood recycles its blocks and never frees or
+/// allocates one. The pool is kept while the domain lives: it is the memory
+/// the bound allows the queues anyway (32 bytes per callback of the
+/// high-water mark, per shard that has held that many), and giving it back
+/// when a shard idles would make every burst after a pause allocate again.
+fn pool_blocks(cfg: &Config) -> usize {
+    let callbacks = cfg.high_water.min(MAX_POOLED_CALLBACKS) + cfg.batch_limit + FEED_SLOTS;
+    callbacks.div_ceil(BLOCK) + 4
 }
 
 /// Worker threads, started lazily.
@@ -99,7 +118,7 @@ impl Nocb {
         let wakes = Wakes::new(cfg.shards, cfg.stride, delays, cfg.model);
         Nocb {
             shards: (0..cfg.shards)
-                .map(|_| CachePadded::new(Shard::new()))
+                .map(|_| CachePadded::new(Shard::new(pool_blocks(&cfg))))
                 .collect(),
             workers: Mutex::new(Workers {
                 group_started: vec![false; wakes.groups.len()],

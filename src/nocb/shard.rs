@@ -52,7 +52,6 @@ use super::feed::{Feed, FeedDrain};
 use super::wake::{CbWaker, WakeOwed};
 
 /// A shard's list and the counters its lock protects.
-#[derive(Default)]
 pub(crate) struct ShardList {
     pub(crate) cbs: SegCbList,
     pub(crate) queued: u64,
@@ -82,11 +81,17 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new() -> Shard {
+    /// A shard whose list keeps up to `pool_blocks` spare callback blocks.
+    pub(crate) fn new(pool_blocks: usize) -> Shard {
         Shard {
             bypass: Mutex::new(Bypass::default()),
             bypass_len: AtomicUsize::new(0),
-            list: Mutex::new(ShardList::default()),
+            list: Mutex::new(ShardList {
+                cbs: SegCbList::with_spare_blocks(pool_blocks),
+                queued: 0,
+                invoked: 0,
+                barrier_entrained: 0,
+            }),
             cb: CbWaker::new(),
             len: AtomicUsize::new(0),
             started: AtomicBool::new(false),
@@ -193,16 +198,15 @@ impl Shard {
         seg
     }
 
-    /// Take up to `max` DONE callbacks out for the CB worker to run, under
-    /// the list lock. They still count in the length until
-    /// [`finished`](Shard::finished) (mutant `cb_len_early` lowers the
-    /// length here, before they run).
-    pub(crate) fn take_done(&self, l: &mut ShardList, max: usize) -> CbQueue {
-        let batch = l.cbs.extract_done(max);
+    /// Take up to `max` DONE callbacks out for the CB worker to run, into
+    /// its (empty, reused) `batch`, under the list lock. They still count in
+    /// the length until [`finished`](Shard::finished) (mutant
+    /// `cb_len_early` lowers the length here, before they run).
+    pub(crate) fn take_done(&self, l: &mut ShardList, max: usize, batch: &mut CbQueue) {
+        l.cbs.extract_done_into(max, batch);
         if mutant!(CbLenEarly) {
             self.len_sub(l, batch.len());
         }
-        batch
     }
 
     /// `ran` callbacks taken with [`take_done`](Shard::take_done) have

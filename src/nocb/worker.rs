@@ -47,7 +47,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::callback::{BlockCache, Slot};
+use crate::callback::{BlockCache, CbQueue, Slot};
 use crate::mutants::mutant;
 use crate::seq;
 use crate::sync::now_ns;
@@ -182,12 +182,14 @@ impl Nocb {
     pub(crate) fn run_callbacks(&self, env: Env<'_>, i: usize, enough: impl Fn() -> bool) {
         let shard = &self.shards[i];
         let mut cache = BlockCache::default();
+        // Reused from batch to batch, with its block index.
+        let mut batch = CbQueue::default();
         let _scope = CallbackScope::enter(env.reader.id());
         loop {
             shard.cb.begin_drain();
             // Drain DONE, a batch at a time.
             loop {
-                let mut batch = shard.take_done(&mut shard.list.lock(), self.cfg.batch_limit);
+                shard.take_done(&mut shard.list.lock(), self.cfg.batch_limit, &mut batch);
                 if batch.len() == 0 {
                     break;
                 }

@@ -552,14 +552,19 @@ pub struct OnShard {
 }
 
 impl OnShard {
-    /// A thread on shard `want` of domains with `n` shards.
+    /// A thread on shard `want` of domains with `n` shards that choose
+    /// shards per thread (`ShardChoice::PerThread`).
     pub fn new(n: usize, want: usize) -> OnShard {
         assert!(want < n);
         for _ in 0..1000 {
             let (tx, rx) = mpsc::channel::<Job>();
             let (itx, irx) = mpsc::channel();
             let handle = thread::spawn(move || {
-                let probe = Rcu::builder().shards(n).build().unwrap();
+                let probe = Rcu::builder()
+                    .shards(n)
+                    .shard_choice(rcu_offload::ShardChoice::PerThread)
+                    .build()
+                    .unwrap();
                 probe.call(|| ());
                 let s = probe.stats();
                 let index = s.shards.iter().position(|x| x.queued == 1);
