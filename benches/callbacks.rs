@@ -974,11 +974,28 @@ criterion_group! {
     targets = end_to_end, enqueue, light_load_latency, sustained, sustained_enqueue
 }
 
+/// With the `mimalloc` feature, every Rust allocation of this bench (and,
+/// through libmimalloc-sys's `override`, every C `malloc`/`free` of the
+/// process) goes to mimalloc; without it, to glibc's malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `criterion_main!(benches)`, with the flood around it: a flood child
 /// process runs only its variant; the parent runs the flood group (child
-/// processes, see [`flood`]) after the criterion groups.
+/// processes, see [`flood`]) after the criterion groups. Before the groups
+/// it prints which allocator the process uses (checked, see
+/// [`rcu_offload_benches::allocator`]) on a line of its own that
+/// `benches/report.py` reads.
 fn main() {
     flood::child_main_if_requested();
+    if !std::env::args().any(|a| a == "--list") {
+        println!(
+            "{}{}",
+            rcu_offload_benches::ALLOCATOR_LINE_PREFIX,
+            rcu_offload_benches::allocator()
+        );
+    }
     benches();
     flood::run_from_bench(rcu_offload_benches::liburcu_available());
     Criterion::default().configure_from_args().final_summary();

@@ -2,7 +2,7 @@
 """Run the criterion benches several times and print the README's tables.
 
 Usage: python3 benches/report.py [--runs N] [--bench NAME ...] [--filter REGEX]
-                                 [--flood-secs S[,S...]]
+                                 [--flood-secs S[,S...]] [--features mimalloc]
 
 Each run is a full `cargo bench -p rcu-offload-benches` (peers measured side
 by side in the same run). For every entry we take criterion's median
@@ -16,6 +16,13 @@ batch of callbacks per iteration) are reported per element, i.e. per
 callback. Groups are named by their criterion group id (read from
 benchmark.json); a note under each heading says what its figure is. After
 the per-group tables, a summary table puts every group on one row.
+
+`--features` is passed to `cargo bench --features`: `--features mimalloc`
+makes mimalloc the callbacks bench's allocator, for Rust and (through
+libmimalloc-sys's `override`) for the C shim and liburcu as well. The report
+starts with the allocator the callbacks bench found in use (it checks where a
+Rust box and a C malloc come from, and prints it on a line of its own; the
+benches' stdout is kept in `target/rcu-report/runN.log`).
 
 `--filter` is passed to criterion (`cargo bench ... -- REGEX`); the
 callbacks bench's flood, which is not a criterion group, runs when the filter
@@ -249,6 +256,29 @@ def flood_table(flood_runs):
                   f"{100 * med(row['bypass']):.1f}% | {med(row['during']) / 1e6:.2f} M/s |")
 
 
+ALLOCATOR_PREFIX = "callbacks: allocator: "
+
+
+def allocator_of(log):
+    """The allocator line the callbacks bench printed in this run, if any."""
+    for line in Path(log).read_text(errors="replace").splitlines():
+        if line.startswith(ALLOCATOR_PREFIX):
+            return line[len(ALLOCATOR_PREFIX):].strip()
+    return None
+
+
+def print_allocator(allocators, features):
+    """Says which allocator the runs used (as the callbacks bench checked it)."""
+    seen = sorted({a for a in allocators if a})
+    feat = f"cargo features: {features}" if features else "no cargo features"
+    if not seen:
+        print(f"allocator: not reported (only the callbacks bench checks it); {feat}")
+    elif len(seen) == 1:
+        print(f"allocator: {seen[0]} ({feat})")
+    else:
+        print(f"allocator: differs between runs: {'; '.join(seen)} ({feat})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -256,6 +286,9 @@ def main():
     ap.add_argument("--filter", help="criterion filter (regex), passed after `--`")
     ap.add_argument("--flood-secs", help="flood run lengths in seconds, e.g. 3,10 "
                     "(sets RCU_FLOOD_SECS)")
+    ap.add_argument("--features", help="cargo features of rcu-offload-benches, passed to "
+                    "`cargo bench --features`; `mimalloc` makes mimalloc the allocator of the "
+                    "callbacks bench (Rust and C)")
     args = ap.parse_args()
     # Start from an empty criterion directory so that groups not measured in
     # this invocation are not reported from stale earlier runs.
@@ -263,24 +296,35 @@ def main():
     flood_dir = TARGET / "rcu-flood"
     shutil.rmtree(flood_dir, ignore_errors=True)
     flood_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = TARGET / "rcu-report"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.flood_secs:
         env["RCU_FLOOD_SECS"] = args.flood_secs
-    runs, flood_runs = [], []
+    runs, flood_runs, allocators = [], [], []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
+        if args.features:
+            cmd += ["--features", args.features]
         for b in args.bench:
             cmd += ["--bench", b]
         if args.filter:
             cmd += ["--", args.filter]
         flood_file = flood_dir / f"run{i + 1}.jsonl"
         env["RCU_FLOOD_JSON"] = str(flood_file)
-        print(f"run {i + 1}/{args.runs}: {' '.join(cmd)}", file=sys.stderr)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
+        # The benches' stdout (criterion's own report, and the callbacks
+        # bench's allocator line) goes to a log per run.
+        log = log_dir / f"run{i + 1}.log"
+        print(f"run {i + 1}/{args.runs}: {' '.join(cmd)} > {log}", file=sys.stderr)
+        with open(log, "w") as out:
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=out, env=env)
+        allocators.append(allocator_of(log))
         runs.append(collect())
         if flood_file.exists():
             flood_runs.append([json.loads(line) for line in flood_file.read_text().splitlines()
                                if line.strip()])
+    print_allocator(allocators, args.features)
     groups = sorted({g for r in runs for g in r})
     order = lambda e: (e != OURS, e)  # noqa: E731
     for g in groups:
