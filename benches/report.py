@@ -64,15 +64,28 @@ def fmt(ns):
 
 
 # What each group's figure means, by group-id prefix (first match wins).
+# The end_to_end and enqueue groups (and their _nobypass twins) keep their
+# criterion ids; they are bursts of 65,536 callbacks, which fit under
+# rcu-offload's default high water mark (100,000 pending), so no producer
+# ever blocks in them. The sustained groups measure the steady state.
 NOTES = [
-    ("callbacks/end_to_end/", "time per callback: a batch queued by P producers, "
-     "until every callback has run (batch time / batch size)"),
-    ("callbacks/end_to_end_nobypass/", "as callbacks/end_to_end, rcu-offload with the "
+    ("callbacks/end_to_end/", "burst: time per callback: a batch of 65,536 queued by P "
+     "producers, until every callback has run (batch time / batch size); the batch fits "
+     "under rcu-offload's default high water mark, so no producer blocks"),
+    ("callbacks/end_to_end_nobypass/", "burst: as callbacks/end_to_end, rcu-offload with "
+     "the bypass off (nobypass_limit(usize::MAX))"),
+    ("callbacks/enqueue/", "burst: time per call() as its caller sees it, P callers at "
+     "once, 65,536 callbacks per batch; waiting for the callbacks is not timed"),
+    ("callbacks/enqueue_nobypass/", "burst: as callbacks/enqueue, rcu-offload with the "
      "bypass off (nobypass_limit(usize::MAX))"),
-    ("callbacks/enqueue/", "time per call() as its caller sees it, P callers at once; "
-     "waiting for the callbacks is not timed"),
-    ("callbacks/enqueue_nobypass/", "as callbacks/enqueue, rcu-offload with the bypass off "
-     "(nobypass_limit(usize::MAX))"),
+    ("callbacks/sustained/", "sustained: time per callback and callbacks per second, "
+     "millions of callbacks queued by P producers from a start gate until every callback "
+     "has run (iteration time / callbacks), after at least one untimed iteration of the "
+     "same size"),
+    ("callbacks/sustained_enqueue/", "sustained: time per call() as its caller sees it, "
+     "one producer queueing millions of counter callbacks (rcu-offload's call() blocks "
+     "while the backlog is above its high water mark: that is included); waiting for the "
+     "callbacks is not timed"),
     ("callbacks/latency", "median time from call() to the callback running, one call "
      "every 200 µs (median over samples of each sample's median)"),
 ]
@@ -83,6 +96,11 @@ def note(group):
         if group.startswith(prefix):
             return text
     return "time per iteration"
+
+
+# Groups whose figure is per element (callback), with the element count of
+# an iteration, as criterion recorded it (benchmark.json's throughput).
+ELEMENTS = {}
 
 
 def collect():
@@ -96,6 +114,7 @@ def collect():
         elements = (meta.get("throughput") or {}).get("Elements")
         if elements:
             value /= elements
+            ELEMENTS[meta["group_id"]] = elements
         entry = "/".join(x for x in (meta.get("function_id"), meta.get("value_str")) if x)
         out.setdefault(meta["group_id"], {})[entry] = value
     return out
@@ -108,6 +127,45 @@ def ratios(runs, g, e):
 
 def med(xs):
     return statistics.median(xs) if xs else math.nan
+
+
+def mrate(ns):
+    """Per-element nanoseconds as millions per second."""
+    return f"{1e3 / ns:.2f} M/s" if ns > 0 else "—"
+
+
+def burst_vs_sustained(runs):
+    """Each sustained group next to the burst group of the same kind and P."""
+    pairs = []
+    for g in sorted({g for r in runs for g in r}):
+        if g.startswith("callbacks/sustained/"):
+            burst = g.replace("callbacks/sustained/", "callbacks/end_to_end/")
+        elif g.startswith("callbacks/sustained_enqueue/"):
+            burst = g.replace("callbacks/sustained_enqueue/", "callbacks/enqueue/")
+        else:
+            continue
+        if any(burst in r for r in runs):
+            pairs.append((burst, g))
+    if not pairs:
+        return
+    print(f"\nburst vs sustained (median of {len(runs)} runs' medians): per callback "
+          "(M callbacks/s); slow-down = sustained / burst time, median of per-run ratios "
+          "(above 1: the steady state is slower than a burst)\n")
+    print("| burst group | entry | burst | sustained | slow-down |")
+    print("|---|---|---|---|---|")
+    order = lambda e: (e != OURS, e)  # noqa: E731
+    for burst, sus in pairs:
+        entries = sorted({e for r in runs for e in r.get(sus, {})}, key=order)
+        for e in entries:
+            b = [r[burst][e] for r in runs if e in r.get(burst, {})]
+            s = [r[sus][e] for r in runs if e in r.get(sus, {})]
+            sd = [r[sus][e] / r[burst][e] for r in runs
+                  if e in r.get(sus, {}) and e in r.get(burst, {}) and r[burst][e] > 0]
+            if not b or not s:
+                continue
+            print(f"| {burst} | {e} | {fmt(med(b))} ({mrate(med(b))}) | "
+                  f"{fmt(med(s))} ({mrate(med(s))}) | "
+                  f"{f'{med(sd):.2f}x' if sd else '—'} |")
 
 
 def bypass_table(runs):
@@ -330,19 +388,27 @@ def main():
     for g in groups:
         entries = sorted({e for r in runs for e in r.get(g, {})}, key=order)
         print(f"\n{g} (median of {len(runs)} runs' medians)\n")
-        print(f"{note(g)}\n")
-        print(f"| entry | median | ratio to {OURS} (median of per-run ratios) | per-run medians |")
-        print("|---|---|---|---|")
+        per_element = g in ELEMENTS
+        per = "per producer and iteration" if "enqueue" in g else "per iteration"
+        size = f" ({ELEMENTS[g]:,} callbacks {per})" if per_element else ""
+        print(f"{note(g)}{size}\n")
+        rate_head = " rate |" if per_element else ""
+        print(f"| entry | median |{rate_head} ratio to {OURS} (median of per-run ratios) "
+              "| per-run medians |")
+        print("|---|---|" + ("---|" if per_element else "") + "---|---|")
         for e in entries:
             vals = [r[g][e] for r in runs if e in r.get(g, {})]
             rs = ratios(runs, g, e)
             ratio = f"{statistics.median(rs):.2f}x" if rs else "—"
-            print(f"| {e} | {fmt(statistics.median(vals))} | {ratio} | {', '.join(fmt(v) for v in vals)} |")
+            rate = f" {mrate(statistics.median(vals))} |" if per_element else ""
+            print(f"| {e} | {fmt(statistics.median(vals))} |{rate} {ratio} | "
+                  f"{', '.join(fmt(v) for v in vals)} |")
 
     # Summary: one row per group, one column per entry: "median (ratio)".
     entries = sorted({e for r in runs for g in r for e in r[g]}, key=order)
     if groups:
         summary(runs, groups, entries)
+    burst_vs_sustained(runs)
     bypass_table(runs)
     flood_table(flood_runs)
 
