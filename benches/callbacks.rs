@@ -70,9 +70,11 @@
 //!   criterion's median is a median of per-sample medians.
 //! * `callbacks/flood` (not a criterion group: it measures a rate and a
 //!   memory peak, not a time per iteration; implemented in
-//!   `benches/src/flood.rs`): 2 producer threads queue callbacks as fast as
+//!   `benches/src/flood.rs`): P producer threads queue callbacks as fast as
 //!   they can for a fixed wall-clock time (`RCU_FLOOD_SECS`, default `3,10`:
-//!   one run of each length). Each producer allocates a 64-byte node
+//!   one run of each length), for P = 1 and P = 2 (`RCU_FLOOD_PRODUCERS`,
+//!   default `1,2`; every flood variant and the inline reference run once
+//!   per P). Each producer allocates a 64-byte node
 //!   (`Box<[u64; 8]>`, `malloc(64)` in C) per callback; the callback spins
 //!   [`flood::SPIN_STEPS`] (300) steps (additions forced through memory by
 //!   `black_box`; in C by an empty `asm` with a memory clobber: the two
@@ -91,9 +93,16 @@
 //!   - `rcu-offload high_water=16384`: a lower bound (low water 8,192), the
 //!     tuning the README suggests for sustained floods: the backlog stays in
 //!     cache;
+//!   - `rcu-offload high_water=V (sweep)`: one per value of
+//!     `RCU_FLOOD_HIGH_WATER=v1,v2,...` (none by default; `MAX` allowed),
+//!     `Builder::high_water(V)` with the builder's default low water V/2:
+//!     rate and peak RSS against the mark, as a curve (report.py prints
+//!     every rcu-offload row sorted by its mark);
 //!   - `liburcu call_rcu percpu`: `urcu_memb_call_rcu` with per-CPU workers
 //!     (`create_all_cpu_call_rcu_data`); the producer loops run in C.
 //!     liburcu has no bound, so its RSS grows with the run length;
+//!   - `liburcu call_rcu default`: the same with liburcu's default worker
+//!     (one `call_rcu` thread for the process);
 //!   - the *limit* ("the slow callbacks' own limit"): the callback body alone
 //!     (spin + free of a node allocated by another thread, the calling one,
 //!     untimed, between rounds) run by as many threads as rcu-offload has
@@ -102,17 +111,19 @@
 //!     workers. Measured for the Rust body and for the C body; each flood
 //!     variant's ratio is to the limit of its own body;
 //!   - `inline` ("the slow callbacks' own limit on the same threads and
-//!     cores, producers included"): no RCU at all; the same 2 producer
+//!     cores, producers included"): no RCU at all; the same P producer
 //!     threads, for the same duration, each loop { allocate the 64-byte
 //!     node; run the callback body (spin + free) on it }. Unlike the limit,
 //!     its threads also pay for the allocation and, like the flood's
-//!     producers, there are 2 of them on the 2 cores. Rust body only;
-//!     rcu-offload's rows also report rate / inline (liburcu's, with the C
-//!     body, only rate / limit).
+//!     producers, there are P of them on the 2 cores. Rust body only;
+//!     rcu-offload's rows also report rate / inline against the inline run
+//!     with the same P (liburcu's, with the C body, only rate / limit).
 //!
-//!   The unbounded variants are stopped early if RSS exceeds a safety cap
+//!   `RCU_FLOOD_VARIANTS=k1,k2,...` runs only the named variants (keys in
+//!   `flood.rs`; `sweep` for every sweep point), e.g. a high-water sweep
+//!   without the fixed variants. The unbounded variants are stopped early if RSS exceeds a safety cap
 //!   (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a 10 ms sampler thread checks),
-//!   reported as "capped". Caveats: the machine has 2 cores, so the 2
+//!   reported as "capped". Caveats: the machine has 2 cores, so the
 //!   producers compete for CPU with the callback workers (and with the
 //!   grace-period threads): the limit, measured with the cores to itself, is
 //!   not fully reachable by any library whose producers run flat out;

@@ -2,7 +2,9 @@
 """Run the criterion benches several times and print the README's tables.
 
 Usage: python3 benches/report.py [--runs N] [--bench NAME ...] [--filter REGEX]
-                                 [--flood-secs S[,S...]] [--features mimalloc]
+                                 [--flood-secs S[,S...]] [--flood-producers P[,P...]]
+                                 [--flood-high-water V[,V...]] [--flood-variants K[,K...]]
+                                 [--features mimalloc]
 
 Each run is a full `cargo bench -p rcu-offload-benches` (peers measured side
 by side in the same run). For every entry we take criterion's median
@@ -13,9 +15,13 @@ the machine being shared and noisy.
 
 Entries with a criterion throughput in elements (the callback benches time a
 batch of callbacks per iteration) are reported per element, i.e. per
-callback. Groups are named by their criterion group id (read from
-benchmark.json); a note under each heading says what its figure is. After
-the per-group tables, a summary table puts every group on one row.
+callback, and as a rate (M callbacks/s). Groups are named by their criterion
+group id (read from benchmark.json); a note under each heading says what its
+figure is: the 65,536-callback `callbacks/end_to_end`, `callbacks/enqueue`
+(and `_nobypass`) groups are bursts (their ids predate the sustained groups
+and are kept so that earlier results stay comparable), the
+`callbacks/sustained*` groups the steady state. After the per-group tables,
+a summary table puts every group on one row.
 
 `--features` is passed to `cargo bench --features`: `--features mimalloc`
 makes mimalloc the callbacks bench's allocator, for Rust and (through
@@ -29,16 +35,28 @@ callbacks bench's flood, which is not a criterion group, runs when the filter
 is a substring of `callbacks/flood` or contains `flood` (so `--filter flood`
 runs the flood alone, and `--filter 'callbacks/enqueue'` skips it).
 
-Two more tables when their benches ran:
+More tables when their benches ran:
 
+* burst vs sustained: each `callbacks/sustained/K/P=n` group next to the
+  burst `callbacks/end_to_end/K/P=n` (and `sustained_enqueue/P=1` next to
+  `enqueue/P=1`), with the slow-down of the steady state (median of per-run
+  ratios).
 * bypass on/off: each `callbacks/*_nobypass/...` group (rcu-offload with
   `nobypass_limit(usize::MAX)`) next to the same group with default settings,
   and the speed-up the bypass gives (median of per-run ratios).
 * callbacks/flood: read from the JSON lines the flood children write
   (`RCU_FLOOD_JSON`, one file per run): sustained rate, the callbacks' own
   limit, their ratio (per run, then the median), the `inline` reference (the
-  2 producer threads allocating and running the body themselves, no RCU) and
-  rcu-offload's ratio to it, and peak RSS per variant and run length. `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`).
+  P producer threads allocating and running the body themselves, no RCU) and
+  rcu-offload's ratio to it, and peak RSS per variant, producer count P and
+  run length; then rcu-offload's rate and peak RSS against its high-water
+  mark (every rcu-offload variant, including the `--flood-high-water`
+  sweep). `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`),
+  `--flood-producers` the producer counts (`RCU_FLOOD_PRODUCERS`, default
+  1,2), `--flood-high-water` the sweep (`RCU_FLOOD_HIGH_WATER`) and
+  `--flood-variants` which variants run (`RCU_FLOOD_VARIANTS`; `sweep`
+  stands for every sweep point). JSON lines from before the producer
+  setting count as P=2.
 """
 import argparse
 import json
@@ -194,62 +212,113 @@ def bypass_table(runs):
 
 
 FLOOD_LABELS = {
-    "inline": "inline: Rust body on the 2 producers, no RCU",
+    "inline": "inline: Rust body on the P producers, no RCU",
     "ours": "rcu-offload (default, high water 100k)",
     "ours-unbounded": "rcu-offload high_water(usize::MAX)",
     "ours-hw16k": "rcu-offload high_water(16_384)",
     "liburcu-percpu": "liburcu call_rcu percpu",
+    "liburcu-default": "liburcu call_rcu default worker",
     "limit-rust": "limit: Rust body alone",
     "limit-c": "limit: C body alone",
 }
 FLOOD_ORDER = list(FLOOD_LABELS)
-# Variants whose rate / inline is reported (the inline reference runs the Rust body).
-INLINE_RATIO = ("ours", "ours-unbounded", "ours-hw16k")
+# The flood's producer count before it had a setting (JSON lines without
+# a "producers" field).
+OLD_FLOOD_PRODUCERS = 2
+
+
+def flood_label(v):
+    if v.startswith("ours-hw="):
+        return f"rcu-offload high_water({v[len('ours-hw='):]}) (sweep)"
+    return FLOOD_LABELS.get(v, v)
+
+
+def flood_order(v):
+    if v in FLOOD_ORDER:
+        return (FLOOD_ORDER.index(v), 0)
+    if v.startswith("ours-hw="):
+        # The sweep, after the fixed rcu-offload variants, by mark.
+        return (FLOOD_ORDER.index("ours-hw16k"), high_water_num(v[len("ours-hw="):]))
+    return (99, 0)
+
+
+def high_water_num(h):
+    """A high-water mark as a number (MAX: infinity) for sorting."""
+    try:
+        return float("inf") if str(h).upper() == "MAX" else float(h)
+    except ValueError:
+        return math.nan
+
+
+def high_water_of(r):
+    """The rcu-offload variant's high-water mark (None for other variants)."""
+    if r.get("high_water") is not None:
+        return str(r["high_water"])
+    return {"ours": "100000", "ours-unbounded": "MAX", "ours-hw16k": "16384"}.get(r["variant"])
+
+
+def is_ours(v):
+    """rcu-offload variants: their rate / inline is reported (the inline
+    reference runs the Rust body)."""
+    return v == "ours" or v.startswith("ours-")
+
+
+def limit_key(v):
+    return "limit-c" if v.startswith("liburcu") or v == "limit-c" else "limit-rust"
 
 
 def is_reference(v):
     return v.startswith("limit") or v == "inline"
 
 
+def producers_of(r):
+    return r.get("producers") or (None if r["variant"].startswith("limit")
+                                  else OLD_FLOOD_PRODUCERS)
+
+
 def flood_table(flood_runs):
-    """The flood table: one row per (variant, run length), medians over runs."""
+    """The flood table: one row per (variant, producers, run length), medians
+    over runs; then the high-water curve of the rcu-offload variants."""
     if not any(flood_runs):
         return
-    limit_key = lambda v: "limit-c" if v in ("liburcu-percpu", "limit-c") else "limit-rust"  # noqa: E731
     rows = {}
     for run in flood_runs:
-        # Each run length is a block: its limits, then its floods.
+        # Each run length is a block: its limits, then per producer count
+        # its inline reference and its floods.
         limits = {(r.get("block"), r["variant"]): r["rate"]
                   for r in run if r["variant"].startswith("limit")}
         per_core = {(r.get("block"), r["variant"]): r.get("rate_per_core")
                     for r in run if r["variant"].startswith("limit")}
-        inline = {r.get("block"): r["rate"] for r in run if r["variant"] == "inline"}
+        inline = {(r.get("block"), producers_of(r)): r["rate"]
+                  for r in run if r["variant"] == "inline"}
         block_secs = {}
         for r in run:
             if not r["variant"].startswith("limit"):
                 block_secs[r.get("block")] = r["secs"]
         for r in run:
+            v = r["variant"]
             secs = block_secs.get(r.get("block"), r["secs"])
-            row = rows.setdefault((r["variant"], secs), {
+            row = rows.setdefault((v, producers_of(r), secs), {
                 "rate": [], "ratio": [], "limit": [], "peak": [], "stop": [], "cpu": [],
                 "core_ratio": [], "inline": [], "inline_ratio": [],
-                "drain": [], "capped": [], "during": [], "throttled": [], "bypass": []})
+                "drain": [], "capped": [], "during": [], "throttled": [], "bypass": [],
+                "high_water": high_water_of(r)})
             row["rate"].append(r["rate"])
-            lim = limits.get((r.get("block"), limit_key(r["variant"])))
-            lim_core = per_core.get((r.get("block"), limit_key(r["variant"])))
-            if lim_core and r.get("rate_per_core") and not r["variant"].startswith("limit"):
+            lim = limits.get((r.get("block"), limit_key(v)))
+            lim_core = per_core.get((r.get("block"), limit_key(v)))
+            if lim_core and r.get("rate_per_core") and not v.startswith("limit"):
                 row["core_ratio"].append(r["rate_per_core"] / lim_core)
             row["cpu"].append(r.get("cpu_cores", math.nan))
             if lim:
                 row["limit"].append(lim)
-                if not r["variant"].startswith("limit"):
+                if not v.startswith("limit"):
                     row["ratio"].append(r["rate"] / lim)
-            inl = inline.get(r.get("block"))
-            if inl and r["variant"] in INLINE_RATIO:
+            inl = inline.get((r.get("block"), producers_of(r)))
+            if inl and is_ours(v):
                 row["inline"].append(inl)
                 row["inline_ratio"].append(r["rate"] / inl)
             row["peak"].append(r["peak_rss_kib"] / 1024)
-            if not is_reference(r["variant"]):
+            if not is_reference(v):
                 row["stop"].append(r["rss_at_stop_kib"] / 1024)
                 row["drain"].append((r["total_s"] - r["produce_s"]) * 1e3)
             if r.get("cap_hit_s") is not None:
@@ -260,14 +329,17 @@ def flood_table(flood_runs):
                 row["bypass"].append(r.get("bypass_queued", 0) / max(r["done"], 1))
     n = len(flood_runs)
     threads = next((r["workers"] for run in flood_runs for r in run), "?")
-    print(f"\ncallbacks/flood (median over {n} runs; each variant in a fresh child process)\n")
-    print(f"2 producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
+    allocs = sorted({r.get("allocator", "glibc (not recorded)") for run in flood_runs for r in run})
+    print(f"\ncallbacks/flood (median over {n} runs; each variant in a fresh child process; "
+          f"allocator: {', '.join(allocs)})\n")
+    print(f"P producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
           f"as fast as they can; rate = callbacks / (flood + final barrier). limit = the same "
           f"body run directly by {threads} threads (= rcu-offload's callback workers), nothing "
           f"else running (not reachable when the producers need the same cores). inline = "
-          f"the 2 producer threads, same duration, each allocating the node and running the body "
-          f"itself, no RCU: the reachable reference, producers included (Rust body; so "
-          f"rate/inline for rcu-offload only). rate/limit and rate/inline: per-run ratio, "
+          f"the P producer threads, same duration, each allocating the node and running the "
+          f"body itself, no RCU: the reachable reference, producers included (Rust body; so "
+          f"rate/inline for rcu-offload only; paired with the same P). rate/limit and "
+          f"rate/inline: per-run ratio, "
           f"median (target >= 1/1.2 = 0.83). peak RSS = "
           f"VmHWM of the child (median; max over runs in brackets). RSS at stop: sampled when "
           f"the producers stopped. drain: the final barrier. capped: the RSS safety cap stopped "
@@ -279,39 +351,70 @@ def flood_table(flood_runs):
           f"producers' CPU (malloc + call) to the flood. The limit rows "
           f"are measured for min(run, 3) s right before that run length's floods, and each "
           f"flood's ratio uses the limit of its own block and run; the inline row runs for the "
-          f"full run length, right before the floods, likewise paired per block and run.\n")
-    print("| variant | run | rate | limit | rate/limit | inline | rate/inline | CPU cores "
+          f"full run length, right before the floods of its P, likewise paired per block, P "
+          f"and run.\n")
+    print("| variant | P | run | rate | limit | rate/limit | inline | rate/inline | CPU cores "
           "| per-core ratio | peak RSS [max] | RSS at stop | drain | capped | per-run rates |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    order = lambda k: (FLOOD_ORDER.index(k[0]) if k[0] in FLOOD_ORDER else 99, k[1])  # noqa: E731
-    for key in sorted(rows, key=lambda k: (k[1] if not k[0].startswith("limit") else -1, order(k))):
-        v, secs = key
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    m = lambda xs, f: f(med(xs)) if xs else "—"  # noqa: E731
+    mps = lambda x: f"{x / 1e6:.2f} M/s"  # noqa: E731
+
+    def key_order(k):
+        v, p, secs = k
+        if v.startswith("limit"):
+            return (-1, 0, flood_order(v), secs)
+        return (secs, p or 0, flood_order(v))
+
+    for key in sorted(rows, key=key_order):
+        v, p, secs = key
         row = rows[key]
-        m = lambda xs, f: f(med(xs)) if xs else "—"  # noqa: E731
-        mrate = lambda x: f"{x / 1e6:.2f} M/s"  # noqa: E731
         capped = (f"{len(row['capped'])}/{len(row['rate'])} runs, at {med(row['capped']):.1f} s"
                   if row["capped"] else "—")
-        print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {m(row['rate'], mrate)} | "
-              f"{m(row['limit'], mrate)} | "
+        print(f"| {flood_label(v)} | {p if p else '—'} | {secs:g} s | {m(row['rate'], mps)} | "
+              f"{m(row['limit'], mps)} | "
               f"{m(row['ratio'], lambda x: f'{x:.2f}') if not v.startswith('limit') else '—'} | "
-              f"{m(row['inline'], mrate)} | "
+              f"{m(row['inline'], mps)} | "
               f"{m(row['inline_ratio'], lambda x: f'{x:.2f}')} | "
               f"{m(row['cpu'], lambda x: f'{x:.2f}')} | "
               f"{m(row['core_ratio'], lambda x: f'{x:.2f}')} | "
               f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "
               f"{m(row['stop'], lambda x: f'{x:.1f} MiB')} | "
               f"{m(row['drain'], lambda x: f'{x:.0f} ms')} | {capped} | "
-              f"{', '.join(mrate(x) for x in row['rate'])} |")
+              f"{', '.join(mps(x) for x in row['rate'])} |")
     extra = [(k, rows[k]) for k in rows if rows[k]["throttled"]]
     if extra:
         print("\nrcu-offload flood counters (median): throttled call()s, share of callbacks "
               "queued through the bypass, callbacks completed per second while the producers "
               "ran (before the final barrier)\n")
-        print("| variant | run | throttled | via bypass | rate during flood |")
-        print("|---|---|---|---|---|")
-        for (v, secs), row in sorted(extra, key=lambda kv: (kv[0][1], order(kv[0]))):
-            print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {med(row['throttled']):.0f} | "
+        print("| variant | P | run | throttled | via bypass | rate during flood |")
+        print("|---|---|---|---|---|---|")
+        for (v, p, secs), row in sorted(extra, key=lambda kv: key_order(kv[0])):
+            print(f"| {flood_label(v)} | {p} | {secs:g} s | {med(row['throttled']):.0f} | "
                   f"{100 * med(row['bypass']):.1f}% | {med(row['during']) / 1e6:.2f} M/s |")
+    high_water_table(rows, m, mps)
+
+
+def high_water_table(rows, m, mps):
+    """rcu-offload's rate and memory against its high-water mark: every
+    rcu-offload row (default, 16k, unbounded and the RCU_FLOOD_HIGH_WATER
+    sweep), by P and run length, sorted by the mark."""
+    ours = [(k, r) for k, r in rows.items() if is_ours(k[0]) and r["high_water"]]
+    if not ours:
+        return
+    print("\nrcu-offload against its high-water mark (low water = half of it; medians as "
+          "above; a mark measured by two variants, e.g. the default and a sweep point, has "
+          "two rows)\n")
+    print("| P | run | high water | variant | rate | rate/inline | peak RSS [max] "
+          "| throttled | drain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (v, p, secs), row in sorted(
+            ours, key=lambda kr: (kr[0][1] or 0, kr[0][2], high_water_num(kr[1]["high_water"]),
+                                  flood_order(kr[0][0]))):
+        print(f"| {p} | {secs:g} s | {row['high_water']} | {flood_label(v)} | "
+              f"{m(row['rate'], mps)} | {m(row['inline_ratio'], lambda x: f'{x:.2f}')} | "
+              f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "
+              f"{m(row['throttled'], lambda x: f'{x:.0f}')} | "
+              f"{m(row['drain'], lambda x: f'{x:.0f} ms')} |")
 
 
 ALLOCATOR_PREFIX = "callbacks: allocator: "
@@ -344,6 +447,12 @@ def main():
     ap.add_argument("--filter", help="criterion filter (regex), passed after `--`")
     ap.add_argument("--flood-secs", help="flood run lengths in seconds, e.g. 3,10 "
                     "(sets RCU_FLOOD_SECS)")
+    ap.add_argument("--flood-producers", help="flood producer counts, e.g. 1,2 "
+                    "(sets RCU_FLOOD_PRODUCERS; default 1,2)")
+    ap.add_argument("--flood-high-water", help="rcu-offload high-water marks to sweep in the "
+                    "flood, e.g. 4096,16384,65536,100000,262144 (sets RCU_FLOOD_HIGH_WATER)")
+    ap.add_argument("--flood-variants", help="flood variant keys to run, e.g. "
+                    "inline,limit-rust,ours,sweep (sets RCU_FLOOD_VARIANTS; default all)")
     ap.add_argument("--features", help="cargo features of rcu-offload-benches, passed to "
                     "`cargo bench --features`; `mimalloc` makes mimalloc the allocator of the "
                     "callbacks bench (Rust and C)")
@@ -358,8 +467,12 @@ def main():
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    if args.flood_secs:
-        env["RCU_FLOOD_SECS"] = args.flood_secs
+    for opt, var in ((args.flood_secs, "RCU_FLOOD_SECS"),
+                     (args.flood_producers, "RCU_FLOOD_PRODUCERS"),
+                     (args.flood_high_water, "RCU_FLOOD_HIGH_WATER"),
+                     (args.flood_variants, "RCU_FLOOD_VARIANTS")):
+        if opt:
+            env[var] = opt
     runs, flood_runs, allocators = [], [], []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
