@@ -121,11 +121,11 @@
 //!
 //!   `RCU_FLOOD_VARIANTS=k1,k2,...` runs only the named variants (keys in
 //!   `flood.rs`; `sweep` for every sweep point), e.g. a high-water sweep
-//!   without the fixed variants. The unbounded variants are stopped early if RSS exceeds a safety cap
-//!   (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a 10 ms sampler thread checks),
-//!   reported as "capped". Caveats: the machine has 2 cores, so the
-//!   producers compete for CPU with the callback workers (and with the
-//!   grace-period threads): the limit, measured with the cores to itself, is
+//!   without the fixed variants. The unbounded variants are stopped early
+//!   if RSS exceeds a safety cap (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a
+//!   10 ms sampler thread checks), reported as "capped". Caveats: the
+//!   machine has 2 cores, so the producers compete for CPU with the
+//!   callback workers (and with the grace-period threads): the limit, measured with the cores to itself, is
 //!   not fully reachable by any library whose producers run flat out;
 //!   `inline` is the reachable reference (what an offloading library adds
 //!   on top of it: queueing, grace periods, wake-ups, frees of nodes
