@@ -3,9 +3,17 @@
 //! worker thread and with per-CPU worker threads), crossbeam-epoch's
 //! `Guard::defer` and seize's `Guard::defer_retire`.
 //!
-//! Groups (all in `Flat` sampling mode, summed with `iter_custom`):
+//! Groups (all in `Flat` sampling mode, summed with `iter_custom`). The
+//! `end_to_end` and `enqueue` groups (and their `_nobypass` twins) measure
+//! *bursts* of [`BATCH`] (65,536) callbacks: a batch that size fits under
+//! rcu-offload's default memory bound (high water 100,000 pending), so no
+//! producer ever blocks, and the batch is over before a steady state sets
+//! in. The `sustained` groups measure the steady state: millions of
+//! callbacks per iteration. (The burst groups keep their criterion ids, so
+//! earlier results stay comparable; report.py and the README label them
+//! bursts.)
 //!
-//! * `callbacks/end_to_end/{counter,free64}/P={1,2}`: P producer threads
+//! * `callbacks/end_to_end/{counter,free64}/P={1,2}` (burst): P producer threads
 //!   (the calling thread and P-1 helpers, equal shares) queue
 //!   [`BATCH`] callbacks, timed from the start gate until every callback has
 //!   run. The Rust helpers are persistent threads (like an application's
@@ -15,7 +23,7 @@
 //!   `counter` callback bumps a shared atomic counter; the `free64` callback
 //!   frees a 64-byte heap object (`Box<[u64; 8]>`, `malloc(64)` in C),
 //!   allocated by its producer before the start gate.
-//! * `callbacks/enqueue/P={1,2}`: the same producers queue a batch of
+//! * `callbacks/enqueue/P={1,2}` (burst): the same producers queue a batch of
 //!   `counter` callbacks; the figure is each producer's own queueing loop,
 //!   averaged over producers and divided by its share (the cost of one
 //!   `call()` as its caller sees it, P callers at once). Waiting for the
@@ -30,6 +38,31 @@
 //!   decision). `benches/report.py` prints default vs bypass-off and the
 //!   ratio. liburcu has no equivalent knob (its `call_rcu` always appends to
 //!   a lock-free wait-free queue), so there is no peer entry.
+//! * `callbacks/sustained/{counter,free64}/P={1,2,8}`: the `end_to_end`
+//!   measurement with [`SUSTAINED_TOTAL`] (2^22 = 4,194,304) callbacks per
+//!   iteration instead of a burst: at least 4,000,000 callbacks (about 0.1
+//!   to a few seconds, depending on the peer) from the start gate until
+//!   every callback has run. That is 42 times rcu-offload's default high
+//!   water mark (100,000 pending), so a bounded library spends most of an
+//!   iteration in its steady state, where its producers block whenever the
+//!   backlog is above the mark.
+//!   P = 1, 2 and 8 producers (8 on the 2-core machine shows what sharing
+//!   the cores costs); same peers and the same producers (the Rust helpers
+//!   persistent, liburcu's producers pthreads looping in C). 10 samples;
+//!   each entry runs at least one full iteration in criterion's warm-up
+//!   before its samples (see [`sustained_config`]). As in the bursts, the
+//!   `free64` objects are allocated by their producer before the start
+//!   gate (4,194,304 x 64 B, about 320 MiB with glibc's chunk headers, per
+//!   iteration). `RCU_SUSTAINED_CALLBACKS=N` sets another size (rounded up
+//!   to a multiple of 256), for smoke runs; below 4,000,000 the bench says
+//!   on stderr that it is not a sustained figure.
+//! * `callbacks/sustained_enqueue/P=1`: the `enqueue` measurement of one
+//!   producer queueing [`SUSTAINED_TOTAL`] `counter` callbacks: its own
+//!   loop time divided by the count, i.e. what a caller pays per `call()`
+//!   in a steady flood, blocking included (rcu-offload's `call()` blocks
+//!   while the backlog is above its high water mark; liburcu's `call_rcu`
+//!   never blocks; crossbeam-epoch's and seize's run callbacks on the
+//!   producer). Waiting for the callbacks is not timed.
 //! * `callbacks/latency_200us`: one thread queues one callback every 200 µs
 //!   (sleeping in between, against absolute deadlines) and each callback
 //!   records when it runs. Each sample's value is the *median* call-to-run
@@ -37,9 +70,11 @@
 //!   criterion's median is a median of per-sample medians.
 //! * `callbacks/flood` (not a criterion group: it measures a rate and a
 //!   memory peak, not a time per iteration; implemented in
-//!   `benches/src/flood.rs`): 2 producer threads queue callbacks as fast as
+//!   `benches/src/flood.rs`): P producer threads queue callbacks as fast as
 //!   they can for a fixed wall-clock time (`RCU_FLOOD_SECS`, default `3,10`:
-//!   one run of each length). Each producer allocates a 64-byte node
+//!   one run of each length), for P = 1 and P = 2 (`RCU_FLOOD_PRODUCERS`,
+//!   default `1,2`; every flood variant and the inline reference run once
+//!   per P). Each producer allocates a 64-byte node
 //!   (`Box<[u64; 8]>`, `malloc(64)` in C) per callback; the callback spins
 //!   [`flood::SPIN_STEPS`] (300) steps (additions forced through memory by
 //!   `black_box`; in C by an empty `asm` with a memory clobber: the two
@@ -58,9 +93,16 @@
 //!   - `rcu-offload high_water=16384`: a lower bound (low water 8,192), the
 //!     tuning the README suggests for sustained floods: the backlog stays in
 //!     cache;
+//!   - `rcu-offload high_water=V (sweep)`: one per value of
+//!     `RCU_FLOOD_HIGH_WATER=v1,v2,...` (none by default; `MAX` allowed),
+//!     `Builder::high_water(V)` with the builder's default low water V/2:
+//!     rate and peak RSS against the mark, as a curve (report.py prints
+//!     every rcu-offload row sorted by its mark);
 //!   - `liburcu call_rcu percpu`: `urcu_memb_call_rcu` with per-CPU workers
 //!     (`create_all_cpu_call_rcu_data`); the producer loops run in C.
 //!     liburcu has no bound, so its RSS grows with the run length;
+//!   - `liburcu call_rcu default`: the same with liburcu's default worker
+//!     (one `call_rcu` thread for the process);
 //!   - the *limit* ("the slow callbacks' own limit"): the callback body alone
 //!     (spin + free of a node allocated by another thread, the calling one,
 //!     untimed, between rounds) run by as many threads as rcu-offload has
@@ -69,19 +111,21 @@
 //!     workers. Measured for the Rust body and for the C body; each flood
 //!     variant's ratio is to the limit of its own body;
 //!   - `inline` ("the slow callbacks' own limit on the same threads and
-//!     cores, producers included"): no RCU at all; the same 2 producer
+//!     cores, producers included"): no RCU at all; the same P producer
 //!     threads, for the same duration, each loop { allocate the 64-byte
 //!     node; run the callback body (spin + free) on it }. Unlike the limit,
 //!     its threads also pay for the allocation and, like the flood's
-//!     producers, there are 2 of them on the 2 cores. Rust body only;
-//!     rcu-offload's rows also report rate / inline (liburcu's, with the C
-//!     body, only rate / limit).
+//!     producers, there are P of them on the 2 cores. Rust body only;
+//!     rcu-offload's rows also report rate / inline against the inline run
+//!     with the same P (liburcu's, with the C body, only rate / limit).
 //!
-//!   The unbounded variants are stopped early if RSS exceeds a safety cap
-//!   (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a 10 ms sampler thread checks),
-//!   reported as "capped". Caveats: the machine has 2 cores, so the 2
-//!   producers compete for CPU with the callback workers (and with the
-//!   grace-period threads): the limit, measured with the cores to itself, is
+//!   `RCU_FLOOD_VARIANTS=k1,k2,...` runs only the named variants (keys in
+//!   `flood.rs`; `sweep` for every sweep point), e.g. a high-water sweep
+//!   without the fixed variants. The unbounded variants are stopped early
+//!   if RSS exceeds a safety cap (`RCU_FLOOD_RSS_CAP_MIB`, default 2048; a
+//!   10 ms sampler thread checks), reported as "capped". Caveats: the
+//!   machine has 2 cores, so the producers compete for CPU with the
+//!   callback workers (and with the grace-period threads): the limit, measured with the cores to itself, is
 //!   not fully reachable by any library whose producers run flat out;
 //!   `inline` is the reachable reference (what an offloading library adds
 //!   on top of it: queueing, grace periods, wake-ups, frees of nodes
@@ -129,13 +173,30 @@ use rcu_offload::Rcu;
 use rcu_offload_benches::{flood, median, CallbackKind};
 use seize::{Collector, Guard as _};
 
-/// Callbacks per measured batch (end-to-end and enqueue), shared equally by
-/// the producers. A multiple of 32 x every producer count, so that seize
-/// (batches of 32) leaves no partial batch behind.
+/// Callbacks per measured burst (the end-to-end and enqueue groups), shared
+/// equally by the producers. A multiple of 32 x every producer count, so
+/// that seize (batches of 32) leaves no partial batch behind.
 const BATCH: u64 = 65_536;
 
-/// Producer thread counts measured (the machine has 2 cores).
+/// Producer thread counts of the burst groups (the machine has 2 cores).
 const PRODUCERS: [usize; 2] = [1, 2];
+
+/// Callbacks per sustained iteration unless [`SUSTAINED_VAR`] says
+/// otherwise: 2^22 = 4,194,304 (at least 4,000,000, and a multiple of
+/// 32 x 8 for seize).
+const SUSTAINED_TOTAL: u64 = 1 << 22;
+
+/// Overrides [`SUSTAINED_TOTAL`] (for smoke runs with a small size).
+const SUSTAINED_VAR: &str = "RCU_SUSTAINED_CALLBACKS";
+
+/// Producer thread counts of the sustained groups: 8 on the 2-core machine
+/// shows what sharing the cores costs.
+const SUSTAINED_PRODUCERS: [usize; 3] = [1, 2, 8];
+
+/// Every sustained total is rounded up to a multiple of this (32 x the
+/// largest producer count), so that every seize producer's share is whole
+/// batches of 32.
+const SUSTAINED_ROUND: u64 = 32 * 8;
 
 /// The period of the light-load latency measurement.
 const LATENCY_INTERVAL: Duration = Duration::from_micros(200);
@@ -548,20 +609,22 @@ impl Peer for Seize {
 // Measurements of the Rust peers
 // ---------------------------------------------------------------------
 
-/// One end-to-end batch: queue [`BATCH`] callbacks, wait until all ran.
+/// One end-to-end batch: queue `total` callbacks ([`BATCH`] for a burst,
+/// [`sustained_total`] for a sustained run), wait until all ran.
 fn end_to_end_batch<P: Peer + Send + 'static>(
     peer: &Arc<P>,
     kind: CallbackKind,
     producers: usize,
+    total: u64,
 ) -> Duration {
     let before = peer.ran();
     let counted = kind == CallbackKind::Counter || P::FREE_COUNTS;
-    let target = before + if counted { BATCH } else { 0 };
+    let target = before + if counted { total } else { 0 };
     let work = match kind {
         CallbackKind::Counter => Work::Counter,
         CallbackKind::Free64 => Work::Free64,
     };
-    let batch = run_producers(peer, producers, BATCH, work);
+    let batch = run_producers(peer, producers, total, work);
     peer.drain(&|| peer.ran() >= target);
     let elapsed = batch.start.elapsed();
     drop(batch.states);
@@ -569,10 +632,15 @@ fn end_to_end_batch<P: Peer + Send + 'static>(
     elapsed
 }
 
-/// One enqueue batch: each producer's mean `call()` loop; drained untimed.
-fn enqueue_batch<P: Peer + Send + 'static>(peer: &Arc<P>, producers: usize) -> Duration {
-    let target = peer.ran() + BATCH;
-    let batch = run_producers(peer, producers, BATCH, Work::Counter);
+/// One enqueue batch of `total` callbacks: each producer's mean `call()`
+/// loop; drained untimed.
+fn enqueue_batch<P: Peer + Send + 'static>(
+    peer: &Arc<P>,
+    producers: usize,
+    total: u64,
+) -> Duration {
+    let target = peer.ran() + total;
+    let batch = run_producers(peer, producers, total, Work::Counter);
     peer.drain(&|| peer.ran() >= target);
     assert_eq!(peer.ran(), target, "{}: not every callback ran", P::NAME);
     batch.mean_loop()
@@ -639,16 +707,16 @@ fn end_to_end(c: &mut Criterion) {
             flat(&mut group);
             group.throughput(Throughput::Elements(BATCH));
             bench_peer(&mut group, Ours { rcu: Rcu::new() }, |p| {
-                end_to_end_batch(p, kind, producers)
+                end_to_end_batch(p, kind, producers, BATCH)
             });
             if available {
-                liburcu::bench(&mut group, liburcu::What::EndToEnd(kind, producers));
+                liburcu::bench(&mut group, liburcu::What::EndToEnd(kind, producers, BATCH));
             }
             bench_peer(&mut group, Crossbeam, |p| {
-                end_to_end_batch(p, kind, producers)
+                end_to_end_batch(p, kind, producers, BATCH)
             });
             bench_peer(&mut group, seize_peer(), |p| {
-                end_to_end_batch(p, kind, producers)
+                end_to_end_batch(p, kind, producers, BATCH)
             });
             group.finish();
 
@@ -661,7 +729,7 @@ fn end_to_end(c: &mut Criterion) {
             flat(&mut group);
             group.throughput(Throughput::Elements(BATCH));
             bench_peer(&mut group, ours_nobypass(), |p| {
-                end_to_end_batch(p, kind, producers)
+                end_to_end_batch(p, kind, producers, BATCH)
             });
             group.finish();
         }
@@ -686,21 +754,122 @@ fn enqueue(c: &mut Criterion) {
         flat(&mut group);
         group.throughput(Throughput::Elements(BATCH / producers as u64));
         bench_peer(&mut group, Ours { rcu: Rcu::new() }, |p| {
-            enqueue_batch(p, producers)
+            enqueue_batch(p, producers, BATCH)
         });
         if available {
-            liburcu::bench(&mut group, liburcu::What::Enqueue(producers));
+            liburcu::bench(&mut group, liburcu::What::Enqueue(producers, BATCH));
         }
-        bench_peer(&mut group, Crossbeam, |p| enqueue_batch(p, producers));
-        bench_peer(&mut group, seize_peer(), |p| enqueue_batch(p, producers));
+        bench_peer(&mut group, Crossbeam, |p| {
+            enqueue_batch(p, producers, BATCH)
+        });
+        bench_peer(&mut group, seize_peer(), |p| {
+            enqueue_batch(p, producers, BATCH)
+        });
         group.finish();
 
         let mut group = c.benchmark_group(format!("callbacks/enqueue_nobypass/P={producers}"));
         flat(&mut group);
         group.throughput(Throughput::Elements(BATCH / producers as u64));
-        bench_peer(&mut group, ours_nobypass(), |p| enqueue_batch(p, producers));
+        bench_peer(&mut group, ours_nobypass(), |p| {
+            enqueue_batch(p, producers, BATCH)
+        });
         group.finish();
     }
+}
+
+/// Callbacks per sustained iteration: [`SUSTAINED_TOTAL`], or
+/// `$RCU_SUSTAINED_CALLBACKS` (underscores allowed) rounded up to a multiple
+/// of [`SUSTAINED_ROUND`]. A smaller size than the default is announced on
+/// stderr (once), since its figures are not sustained ones.
+fn sustained_total() -> u64 {
+    static TOTAL: OnceLock<u64> = OnceLock::new();
+    *TOTAL.get_or_init(|| {
+        let Ok(v) = std::env::var(SUSTAINED_VAR) else {
+            return SUSTAINED_TOTAL;
+        };
+        let n: u64 = v
+            .replace('_', "")
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{SUSTAINED_VAR}={v}: expected a callback count"));
+        let n = n.max(1).div_ceil(SUSTAINED_ROUND) * SUSTAINED_ROUND;
+        if n < 4_000_000 {
+            eprintln!(
+                "callbacks/sustained: {n} callbacks per iteration ({SUSTAINED_VAR}), \
+                 below 4,000,000: a smoke run, not a sustained measurement"
+            );
+        }
+        n
+    })
+}
+
+/// The settings of a sustained group: 10 samples, `Flat`, throughput in
+/// callbacks per iteration (`elements`), so that report.py prints time per
+/// callback and M callbacks/s. The warm-up and measurement times are the
+/// bench's (0.5 s and 2 s, or `--warm-up-time`/`--measurement-time`).
+///
+/// Each sample is at least one whole iteration (`Flat` runs
+/// `ceil(measurement time / (10 x iteration time))` >= 1 iterations per
+/// sample), and criterion's warm-up calls the routine at least once with
+/// one iteration before any sample (it doubles the iteration count until
+/// the warm-up time is spent, starting at 1): every entry therefore runs at
+/// least one full, untimed iteration of the same size before its
+/// measurement, whatever the warm-up time.
+fn sustained_config(group: &mut BenchmarkGroup<'_, WallTime>, elements: u64) {
+    flat(group);
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(elements));
+}
+
+/// `callbacks/sustained/{counter,free64}/P={1,2,8}`: the end-to-end
+/// measurement of the burst groups with [`sustained_total`] callbacks per
+/// iteration.
+fn sustained(c: &mut Criterion) {
+    let total = sustained_total();
+    let available = rcu_offload_benches::check_liburcu();
+    for kind in [CallbackKind::Counter, CallbackKind::Free64] {
+        for producers in SUSTAINED_PRODUCERS {
+            let name = format!("callbacks/sustained/{}/P={producers}", kind_name(kind));
+            let mut group = c.benchmark_group(name);
+            sustained_config(&mut group, total);
+            bench_peer(&mut group, Ours { rcu: Rcu::new() }, |p| {
+                end_to_end_batch(p, kind, producers, total)
+            });
+            if available {
+                liburcu::bench(&mut group, liburcu::What::EndToEnd(kind, producers, total));
+            }
+            bench_peer(&mut group, Crossbeam, |p| {
+                end_to_end_batch(p, kind, producers, total)
+            });
+            bench_peer(&mut group, seize_peer(), |p| {
+                end_to_end_batch(p, kind, producers, total)
+            });
+            group.finish();
+        }
+    }
+}
+
+/// `callbacks/sustained_enqueue/P=1`: the enqueue measurement of the burst
+/// group with [`sustained_total`] `counter` callbacks from one producer.
+fn sustained_enqueue(c: &mut Criterion) {
+    let total = sustained_total();
+    let available = rcu_offload_benches::check_liburcu();
+    let producers = 1;
+    let mut group = c.benchmark_group(format!("callbacks/sustained_enqueue/P={producers}"));
+    sustained_config(&mut group, total / producers as u64);
+    bench_peer(&mut group, Ours { rcu: Rcu::new() }, |p| {
+        enqueue_batch(p, producers, total)
+    });
+    if available {
+        liburcu::bench(&mut group, liburcu::What::Enqueue(producers, total));
+    }
+    bench_peer(&mut group, Crossbeam, |p| {
+        enqueue_batch(p, producers, total)
+    });
+    bench_peer(&mut group, seize_peer(), |p| {
+        enqueue_batch(p, producers, total)
+    });
+    group.finish();
 }
 
 fn light_load_latency(c: &mut Criterion) {
@@ -734,28 +903,30 @@ mod liburcu {
     };
     use rcu_offload_benches::{median, CallbackKind};
 
-    use super::{BATCH, LATENCY_INTERVAL};
+    use super::LATENCY_INTERVAL;
 
     /// What to measure (see the module documentation).
     #[derive(Clone, Copy)]
     pub enum What {
-        EndToEnd(CallbackKind, usize),
-        Enqueue(usize),
+        /// Kind, producers, callbacks per iteration.
+        EndToEnd(CallbackKind, usize, u64),
+        /// Producers, callbacks per iteration.
+        Enqueue(usize, u64),
         Latency,
     }
 
     fn routine(what: What, iters: u64) -> Duration {
         match what {
-            What::EndToEnd(kind, producers) => (0..iters)
+            What::EndToEnd(kind, producers, total) => (0..iters)
                 .map(|_| {
-                    call_rcu_run(kind, producers, BATCH)
+                    call_rcu_run(kind, producers, total)
                         .expect("liburcu call_rcu run")
                         .end_to_end
                 })
                 .sum(),
-            What::Enqueue(producers) => (0..iters)
+            What::Enqueue(producers, total) => (0..iters)
                 .map(|_| {
-                    call_rcu_run(CallbackKind::Counter, producers, BATCH)
+                    call_rcu_run(CallbackKind::Counter, producers, total)
                         .expect("liburcu call_rcu run")
                         .mean_producer_loop
                 })
@@ -797,8 +968,8 @@ mod liburcu {
     #[allow(dead_code)]
     #[derive(Clone, Copy)]
     pub enum What {
-        EndToEnd(CallbackKind, usize),
-        Enqueue(usize),
+        EndToEnd(CallbackKind, usize, u64),
+        Enqueue(usize, u64),
         Latency,
     }
 
@@ -811,14 +982,31 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(10);
-    targets = end_to_end, enqueue, light_load_latency
+    targets = end_to_end, enqueue, light_load_latency, sustained, sustained_enqueue
 }
+
+/// With the `mimalloc` feature, every Rust allocation of this bench (and,
+/// through libmimalloc-sys's `override`, every C `malloc`/`free` of the
+/// process) goes to mimalloc; without it, to glibc's malloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// `criterion_main!(benches)`, with the flood around it: a flood child
 /// process runs only its variant; the parent runs the flood group (child
-/// processes, see [`flood`]) after the criterion groups.
+/// processes, see [`flood`]) after the criterion groups. Before the groups
+/// it prints which allocator the process uses (checked, see
+/// [`rcu_offload_benches::allocator`]) on a line of its own that
+/// `benches/report.py` reads.
 fn main() {
     flood::child_main_if_requested();
+    if !std::env::args().any(|a| a == "--list") {
+        println!(
+            "{}{}",
+            rcu_offload_benches::ALLOCATOR_LINE_PREFIX,
+            rcu_offload_benches::allocator()
+        );
+    }
     benches();
     flood::run_from_bench(rcu_offload_benches::liburcu_available());
     Criterion::default().configure_from_args().final_summary();

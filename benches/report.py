@@ -2,7 +2,9 @@
 """Run the criterion benches several times and print the README's tables.
 
 Usage: python3 benches/report.py [--runs N] [--bench NAME ...] [--filter REGEX]
-                                 [--flood-secs S[,S...]]
+                                 [--flood-secs S[,S...]] [--flood-producers P[,P...]]
+                                 [--flood-high-water V[,V...]] [--flood-variants K[,K...]]
+                                 [--features mimalloc]
 
 Each run is a full `cargo bench -p rcu-offload-benches` (peers measured side
 by side in the same run). For every entry we take criterion's median
@@ -13,25 +15,48 @@ the machine being shared and noisy.
 
 Entries with a criterion throughput in elements (the callback benches time a
 batch of callbacks per iteration) are reported per element, i.e. per
-callback. Groups are named by their criterion group id (read from
-benchmark.json); a note under each heading says what its figure is. After
-the per-group tables, a summary table puts every group on one row.
+callback, and as a rate (M callbacks/s). Groups are named by their criterion
+group id (read from benchmark.json); a note under each heading says what its
+figure is: the 65,536-callback `callbacks/end_to_end`, `callbacks/enqueue`
+(and `_nobypass`) groups are bursts (their ids predate the sustained groups
+and are kept so that earlier results stay comparable), the
+`callbacks/sustained*` groups the steady state. After the per-group tables,
+a summary table puts every group on one row.
+
+`--features` is passed to `cargo bench --features`: `--features mimalloc`
+makes mimalloc the callbacks bench's allocator, for Rust and (through
+libmimalloc-sys's `override`) for the C shim and liburcu as well. The report
+starts with the allocator the callbacks bench found in use (it checks where a
+Rust box and a C malloc come from, and prints it on a line of its own; the
+benches' stdout is kept in `target/rcu-report/runN.log`).
 
 `--filter` is passed to criterion (`cargo bench ... -- REGEX`); the
 callbacks bench's flood, which is not a criterion group, runs when the filter
 is a substring of `callbacks/flood` or contains `flood` (so `--filter flood`
 runs the flood alone, and `--filter 'callbacks/enqueue'` skips it).
 
-Two more tables when their benches ran:
+More tables when their benches ran:
 
+* burst vs sustained: each `callbacks/sustained/K/P=n` group next to the
+  burst `callbacks/end_to_end/K/P=n` (and `sustained_enqueue/P=1` next to
+  `enqueue/P=1`), with the slow-down of the steady state (median of per-run
+  ratios).
 * bypass on/off: each `callbacks/*_nobypass/...` group (rcu-offload with
   `nobypass_limit(usize::MAX)`) next to the same group with default settings,
   and the speed-up the bypass gives (median of per-run ratios).
 * callbacks/flood: read from the JSON lines the flood children write
   (`RCU_FLOOD_JSON`, one file per run): sustained rate, the callbacks' own
   limit, their ratio (per run, then the median), the `inline` reference (the
-  2 producer threads allocating and running the body themselves, no RCU) and
-  rcu-offload's ratio to it, and peak RSS per variant and run length. `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`).
+  P producer threads allocating and running the body themselves, no RCU) and
+  rcu-offload's ratio to it, and peak RSS per variant, producer count P and
+  run length; then rcu-offload's rate and peak RSS against its high-water
+  mark (every rcu-offload variant, including the `--flood-high-water`
+  sweep). `--flood-secs` sets the run lengths (`RCU_FLOOD_SECS`),
+  `--flood-producers` the producer counts (`RCU_FLOOD_PRODUCERS`, default
+  1,2), `--flood-high-water` the sweep (`RCU_FLOOD_HIGH_WATER`) and
+  `--flood-variants` which variants run (`RCU_FLOOD_VARIANTS`; `sweep`
+  stands for every sweep point). JSON lines from before the producer
+  setting count as P=2.
 """
 import argparse
 import json
@@ -57,15 +82,28 @@ def fmt(ns):
 
 
 # What each group's figure means, by group-id prefix (first match wins).
+# The end_to_end and enqueue groups (and their _nobypass twins) keep their
+# criterion ids; they are bursts of 65,536 callbacks, which fit under
+# rcu-offload's default high water mark (100,000 pending), so no producer
+# ever blocks in them. The sustained groups measure the steady state.
 NOTES = [
-    ("callbacks/end_to_end/", "time per callback: a batch queued by P producers, "
-     "until every callback has run (batch time / batch size)"),
-    ("callbacks/end_to_end_nobypass/", "as callbacks/end_to_end, rcu-offload with the "
+    ("callbacks/end_to_end/", "burst: time per callback: a batch of 65,536 queued by P "
+     "producers, until every callback has run (batch time / batch size); the batch fits "
+     "under rcu-offload's default high water mark, so no producer blocks"),
+    ("callbacks/end_to_end_nobypass/", "burst: as callbacks/end_to_end, rcu-offload with "
+     "the bypass off (nobypass_limit(usize::MAX))"),
+    ("callbacks/enqueue/", "burst: time per call() as its caller sees it, P callers at "
+     "once, 65,536 callbacks per batch; waiting for the callbacks is not timed"),
+    ("callbacks/enqueue_nobypass/", "burst: as callbacks/enqueue, rcu-offload with the "
      "bypass off (nobypass_limit(usize::MAX))"),
-    ("callbacks/enqueue/", "time per call() as its caller sees it, P callers at once; "
-     "waiting for the callbacks is not timed"),
-    ("callbacks/enqueue_nobypass/", "as callbacks/enqueue, rcu-offload with the bypass off "
-     "(nobypass_limit(usize::MAX))"),
+    ("callbacks/sustained/", "sustained: time per callback and callbacks per second, "
+     "millions of callbacks queued by P producers from a start gate until every callback "
+     "has run (iteration time / callbacks), after at least one untimed iteration of the "
+     "same size"),
+    ("callbacks/sustained_enqueue/", "sustained: time per call() as its caller sees it, "
+     "one producer queueing millions of counter callbacks (rcu-offload's call() blocks "
+     "while the backlog is above its high water mark: that is included); waiting for the "
+     "callbacks is not timed"),
     ("callbacks/latency", "median time from call() to the callback running, one call "
      "every 200 µs (median over samples of each sample's median)"),
 ]
@@ -76,6 +114,11 @@ def note(group):
         if group.startswith(prefix):
             return text
     return "time per iteration"
+
+
+# Groups whose figure is per element (callback), with the element count of
+# an iteration, as criterion recorded it (benchmark.json's throughput).
+ELEMENTS = {}
 
 
 def collect():
@@ -89,6 +132,7 @@ def collect():
         elements = (meta.get("throughput") or {}).get("Elements")
         if elements:
             value /= elements
+            ELEMENTS[meta["group_id"]] = elements
         entry = "/".join(x for x in (meta.get("function_id"), meta.get("value_str")) if x)
         out.setdefault(meta["group_id"], {})[entry] = value
     return out
@@ -101,6 +145,45 @@ def ratios(runs, g, e):
 
 def med(xs):
     return statistics.median(xs) if xs else math.nan
+
+
+def mrate(ns):
+    """Per-element nanoseconds as millions per second."""
+    return f"{1e3 / ns:.2f} M/s" if ns > 0 else "—"
+
+
+def burst_vs_sustained(runs):
+    """Each sustained group next to the burst group of the same kind and P."""
+    pairs = []
+    for g in sorted({g for r in runs for g in r}):
+        if g.startswith("callbacks/sustained/"):
+            burst = g.replace("callbacks/sustained/", "callbacks/end_to_end/")
+        elif g.startswith("callbacks/sustained_enqueue/"):
+            burst = g.replace("callbacks/sustained_enqueue/", "callbacks/enqueue/")
+        else:
+            continue
+        if any(burst in r for r in runs):
+            pairs.append((burst, g))
+    if not pairs:
+        return
+    print(f"\nburst vs sustained (median of {len(runs)} runs' medians): per callback "
+          "(M callbacks/s); slow-down = sustained / burst time, median of per-run ratios "
+          "(above 1: the steady state is slower than a burst)\n")
+    print("| burst group | entry | burst | sustained | slow-down |")
+    print("|---|---|---|---|---|")
+    order = lambda e: (e != OURS, e)  # noqa: E731
+    for burst, sus in pairs:
+        entries = sorted({e for r in runs for e in r.get(sus, {})}, key=order)
+        for e in entries:
+            b = [r[burst][e] for r in runs if e in r.get(burst, {})]
+            s = [r[sus][e] for r in runs if e in r.get(sus, {})]
+            sd = [r[sus][e] / r[burst][e] for r in runs
+                  if e in r.get(sus, {}) and e in r.get(burst, {}) and r[burst][e] > 0]
+            if not b or not s:
+                continue
+            print(f"| {burst} | {e} | {fmt(med(b))} ({mrate(med(b))}) | "
+                  f"{fmt(med(s))} ({mrate(med(s))}) | "
+                  f"{f'{med(sd):.2f}x' if sd else '—'} |")
 
 
 def bypass_table(runs):
@@ -129,62 +212,113 @@ def bypass_table(runs):
 
 
 FLOOD_LABELS = {
-    "inline": "inline: Rust body on the 2 producers, no RCU",
+    "inline": "inline: Rust body on the P producers, no RCU",
     "ours": "rcu-offload (default, high water 100k)",
     "ours-unbounded": "rcu-offload high_water(usize::MAX)",
     "ours-hw16k": "rcu-offload high_water(16_384)",
     "liburcu-percpu": "liburcu call_rcu percpu",
+    "liburcu-default": "liburcu call_rcu default worker",
     "limit-rust": "limit: Rust body alone",
     "limit-c": "limit: C body alone",
 }
 FLOOD_ORDER = list(FLOOD_LABELS)
-# Variants whose rate / inline is reported (the inline reference runs the Rust body).
-INLINE_RATIO = ("ours", "ours-unbounded", "ours-hw16k")
+# The flood's producer count before it had a setting (JSON lines without
+# a "producers" field).
+OLD_FLOOD_PRODUCERS = 2
+
+
+def flood_label(v):
+    if v.startswith("ours-hw="):
+        return f"rcu-offload high_water({v[len('ours-hw='):]}) (sweep)"
+    return FLOOD_LABELS.get(v, v)
+
+
+def flood_order(v):
+    if v in FLOOD_ORDER:
+        return (FLOOD_ORDER.index(v), 0)
+    if v.startswith("ours-hw="):
+        # The sweep, after the fixed rcu-offload variants, by mark.
+        return (FLOOD_ORDER.index("ours-hw16k"), high_water_num(v[len("ours-hw="):]))
+    return (99, 0)
+
+
+def high_water_num(h):
+    """A high-water mark as a number (MAX: infinity) for sorting."""
+    try:
+        return float("inf") if str(h).upper() == "MAX" else float(h)
+    except ValueError:
+        return math.nan
+
+
+def high_water_of(r):
+    """The rcu-offload variant's high-water mark (None for other variants)."""
+    if r.get("high_water") is not None:
+        return str(r["high_water"])
+    return {"ours": "100000", "ours-unbounded": "MAX", "ours-hw16k": "16384"}.get(r["variant"])
+
+
+def is_ours(v):
+    """rcu-offload variants: their rate / inline is reported (the inline
+    reference runs the Rust body)."""
+    return v == "ours" or v.startswith("ours-")
+
+
+def limit_key(v):
+    return "limit-c" if v.startswith("liburcu") or v == "limit-c" else "limit-rust"
 
 
 def is_reference(v):
     return v.startswith("limit") or v == "inline"
 
 
+def producers_of(r):
+    return r.get("producers") or (None if r["variant"].startswith("limit")
+                                  else OLD_FLOOD_PRODUCERS)
+
+
 def flood_table(flood_runs):
-    """The flood table: one row per (variant, run length), medians over runs."""
+    """The flood table: one row per (variant, producers, run length), medians
+    over runs; then the high-water curve of the rcu-offload variants."""
     if not any(flood_runs):
         return
-    limit_key = lambda v: "limit-c" if v in ("liburcu-percpu", "limit-c") else "limit-rust"  # noqa: E731
     rows = {}
     for run in flood_runs:
-        # Each run length is a block: its limits, then its floods.
+        # Each run length is a block: its limits, then per producer count
+        # its inline reference and its floods.
         limits = {(r.get("block"), r["variant"]): r["rate"]
                   for r in run if r["variant"].startswith("limit")}
         per_core = {(r.get("block"), r["variant"]): r.get("rate_per_core")
                     for r in run if r["variant"].startswith("limit")}
-        inline = {r.get("block"): r["rate"] for r in run if r["variant"] == "inline"}
+        inline = {(r.get("block"), producers_of(r)): r["rate"]
+                  for r in run if r["variant"] == "inline"}
         block_secs = {}
         for r in run:
             if not r["variant"].startswith("limit"):
                 block_secs[r.get("block")] = r["secs"]
         for r in run:
+            v = r["variant"]
             secs = block_secs.get(r.get("block"), r["secs"])
-            row = rows.setdefault((r["variant"], secs), {
+            row = rows.setdefault((v, producers_of(r), secs), {
                 "rate": [], "ratio": [], "limit": [], "peak": [], "stop": [], "cpu": [],
                 "core_ratio": [], "inline": [], "inline_ratio": [],
-                "drain": [], "capped": [], "during": [], "throttled": [], "bypass": []})
+                "drain": [], "capped": [], "during": [], "throttled": [], "bypass": [],
+                "high_water": high_water_of(r)})
             row["rate"].append(r["rate"])
-            lim = limits.get((r.get("block"), limit_key(r["variant"])))
-            lim_core = per_core.get((r.get("block"), limit_key(r["variant"])))
-            if lim_core and r.get("rate_per_core") and not r["variant"].startswith("limit"):
+            lim = limits.get((r.get("block"), limit_key(v)))
+            lim_core = per_core.get((r.get("block"), limit_key(v)))
+            if lim_core and r.get("rate_per_core") and not v.startswith("limit"):
                 row["core_ratio"].append(r["rate_per_core"] / lim_core)
             row["cpu"].append(r.get("cpu_cores", math.nan))
             if lim:
                 row["limit"].append(lim)
-                if not r["variant"].startswith("limit"):
+                if not v.startswith("limit"):
                     row["ratio"].append(r["rate"] / lim)
-            inl = inline.get(r.get("block"))
-            if inl and r["variant"] in INLINE_RATIO:
+            inl = inline.get((r.get("block"), producers_of(r)))
+            if inl and is_ours(v):
                 row["inline"].append(inl)
                 row["inline_ratio"].append(r["rate"] / inl)
             row["peak"].append(r["peak_rss_kib"] / 1024)
-            if not is_reference(r["variant"]):
+            if not is_reference(v):
                 row["stop"].append(r["rss_at_stop_kib"] / 1024)
                 row["drain"].append((r["total_s"] - r["produce_s"]) * 1e3)
             if r.get("cap_hit_s") is not None:
@@ -195,14 +329,17 @@ def flood_table(flood_runs):
                 row["bypass"].append(r.get("bypass_queued", 0) / max(r["done"], 1))
     n = len(flood_runs)
     threads = next((r["workers"] for run in flood_runs for r in run), "?")
-    print(f"\ncallbacks/flood (median over {n} runs; each variant in a fresh child process)\n")
-    print(f"2 producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
+    allocs = sorted({r.get("allocator", "glibc (not recorded)") for run in flood_runs for r in run})
+    print(f"\ncallbacks/flood (median over {n} runs; each variant in a fresh child process; "
+          f"allocator: {', '.join(allocs)})\n")
+    print(f"P producers queue callbacks (spin 300 steps, free a 64 B node the producer malloc'd) "
           f"as fast as they can; rate = callbacks / (flood + final barrier). limit = the same "
           f"body run directly by {threads} threads (= rcu-offload's callback workers), nothing "
           f"else running (not reachable when the producers need the same cores). inline = "
-          f"the 2 producer threads, same duration, each allocating the node and running the body "
-          f"itself, no RCU: the reachable reference, producers included (Rust body; so "
-          f"rate/inline for rcu-offload only). rate/limit and rate/inline: per-run ratio, "
+          f"the P producer threads, same duration, each allocating the node and running the "
+          f"body itself, no RCU: the reachable reference, producers included (Rust body; so "
+          f"rate/inline for rcu-offload only; paired with the same P). rate/limit and "
+          f"rate/inline: per-run ratio, "
           f"median (target >= 1/1.2 = 0.83). peak RSS = "
           f"VmHWM of the child (median; max over runs in brackets). RSS at stop: sampled when "
           f"the producers stopped. drain: the final barrier. capped: the RSS safety cap stopped "
@@ -214,39 +351,93 @@ def flood_table(flood_runs):
           f"producers' CPU (malloc + call) to the flood. The limit rows "
           f"are measured for min(run, 3) s right before that run length's floods, and each "
           f"flood's ratio uses the limit of its own block and run; the inline row runs for the "
-          f"full run length, right before the floods, likewise paired per block and run.\n")
-    print("| variant | run | rate | limit | rate/limit | inline | rate/inline | CPU cores "
+          f"full run length, right before the floods of its P, likewise paired per block, P "
+          f"and run.\n")
+    print("| variant | P | run | rate | limit | rate/limit | inline | rate/inline | CPU cores "
           "| per-core ratio | peak RSS [max] | RSS at stop | drain | capped | per-run rates |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    order = lambda k: (FLOOD_ORDER.index(k[0]) if k[0] in FLOOD_ORDER else 99, k[1])  # noqa: E731
-    for key in sorted(rows, key=lambda k: (k[1] if not k[0].startswith("limit") else -1, order(k))):
-        v, secs = key
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    m = lambda xs, f: f(med(xs)) if xs else "—"  # noqa: E731
+    mps = lambda x: f"{x / 1e6:.2f} M/s"  # noqa: E731
+
+    def key_order(k):
+        v, p, secs = k
+        if v.startswith("limit"):
+            return (-1, 0, flood_order(v), secs)
+        return (secs, p or 0, flood_order(v))
+
+    for key in sorted(rows, key=key_order):
+        v, p, secs = key
         row = rows[key]
-        m = lambda xs, f: f(med(xs)) if xs else "—"  # noqa: E731
-        mrate = lambda x: f"{x / 1e6:.2f} M/s"  # noqa: E731
         capped = (f"{len(row['capped'])}/{len(row['rate'])} runs, at {med(row['capped']):.1f} s"
                   if row["capped"] else "—")
-        print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {m(row['rate'], mrate)} | "
-              f"{m(row['limit'], mrate)} | "
+        print(f"| {flood_label(v)} | {p if p else '—'} | {secs:g} s | {m(row['rate'], mps)} | "
+              f"{m(row['limit'], mps)} | "
               f"{m(row['ratio'], lambda x: f'{x:.2f}') if not v.startswith('limit') else '—'} | "
-              f"{m(row['inline'], mrate)} | "
+              f"{m(row['inline'], mps)} | "
               f"{m(row['inline_ratio'], lambda x: f'{x:.2f}')} | "
               f"{m(row['cpu'], lambda x: f'{x:.2f}')} | "
               f"{m(row['core_ratio'], lambda x: f'{x:.2f}')} | "
               f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "
               f"{m(row['stop'], lambda x: f'{x:.1f} MiB')} | "
               f"{m(row['drain'], lambda x: f'{x:.0f} ms')} | {capped} | "
-              f"{', '.join(mrate(x) for x in row['rate'])} |")
+              f"{', '.join(mps(x) for x in row['rate'])} |")
     extra = [(k, rows[k]) for k in rows if rows[k]["throttled"]]
     if extra:
         print("\nrcu-offload flood counters (median): throttled call()s, share of callbacks "
               "queued through the bypass, callbacks completed per second while the producers "
               "ran (before the final barrier)\n")
-        print("| variant | run | throttled | via bypass | rate during flood |")
-        print("|---|---|---|---|---|")
-        for (v, secs), row in sorted(extra, key=lambda kv: (kv[0][1], order(kv[0]))):
-            print(f"| {FLOOD_LABELS.get(v, v)} | {secs:g} s | {med(row['throttled']):.0f} | "
+        print("| variant | P | run | throttled | via bypass | rate during flood |")
+        print("|---|---|---|---|---|---|")
+        for (v, p, secs), row in sorted(extra, key=lambda kv: key_order(kv[0])):
+            print(f"| {flood_label(v)} | {p} | {secs:g} s | {med(row['throttled']):.0f} | "
                   f"{100 * med(row['bypass']):.1f}% | {med(row['during']) / 1e6:.2f} M/s |")
+    high_water_table(rows, m, mps)
+
+
+def high_water_table(rows, m, mps):
+    """rcu-offload's rate and memory against its high-water mark: every
+    rcu-offload row (default, 16k, unbounded and the RCU_FLOOD_HIGH_WATER
+    sweep), by P and run length, sorted by the mark."""
+    ours = [(k, r) for k, r in rows.items() if is_ours(k[0]) and r["high_water"]]
+    if not ours:
+        return
+    print("\nrcu-offload against its high-water mark (low water = half of it; medians as "
+          "above; a mark measured by two variants, e.g. the default and a sweep point, has "
+          "two rows)\n")
+    print("| P | run | high water | variant | rate | rate/inline | peak RSS [max] "
+          "| throttled | drain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (v, p, secs), row in sorted(
+            ours, key=lambda kr: (kr[0][1] or 0, kr[0][2], high_water_num(kr[1]["high_water"]),
+                                  flood_order(kr[0][0]))):
+        print(f"| {p} | {secs:g} s | {row['high_water']} | {flood_label(v)} | "
+              f"{m(row['rate'], mps)} | {m(row['inline_ratio'], lambda x: f'{x:.2f}')} | "
+              f"{med(row['peak']):.1f} MiB [{max(row['peak']):.1f}] | "
+              f"{m(row['throttled'], lambda x: f'{x:.0f}')} | "
+              f"{m(row['drain'], lambda x: f'{x:.0f} ms')} |")
+
+
+ALLOCATOR_PREFIX = "callbacks: allocator: "
+
+
+def allocator_of(log):
+    """The allocator line the callbacks bench printed in this run, if any."""
+    for line in Path(log).read_text(errors="replace").splitlines():
+        if line.startswith(ALLOCATOR_PREFIX):
+            return line[len(ALLOCATOR_PREFIX):].strip()
+    return None
+
+
+def print_allocator(allocators, features):
+    """Says which allocator the runs used (as the callbacks bench checked it)."""
+    seen = sorted({a for a in allocators if a})
+    feat = f"cargo features: {features}" if features else "no cargo features"
+    if not seen:
+        print(f"allocator: not reported (only the callbacks bench checks it); {feat}")
+    elif len(seen) == 1:
+        print(f"allocator: {seen[0]} ({feat})")
+    else:
+        print(f"allocator: differs between runs: {'; '.join(seen)} ({feat})")
 
 
 def main():
@@ -256,6 +447,15 @@ def main():
     ap.add_argument("--filter", help="criterion filter (regex), passed after `--`")
     ap.add_argument("--flood-secs", help="flood run lengths in seconds, e.g. 3,10 "
                     "(sets RCU_FLOOD_SECS)")
+    ap.add_argument("--flood-producers", help="flood producer counts, e.g. 1,2 "
+                    "(sets RCU_FLOOD_PRODUCERS; default 1,2)")
+    ap.add_argument("--flood-high-water", help="rcu-offload high-water marks to sweep in the "
+                    "flood, e.g. 4096,16384,65536,100000,262144 (sets RCU_FLOOD_HIGH_WATER)")
+    ap.add_argument("--flood-variants", help="flood variant keys to run, e.g. "
+                    "inline,limit-rust,ours,sweep (sets RCU_FLOOD_VARIANTS; default all)")
+    ap.add_argument("--features", help="cargo features of rcu-offload-benches, passed to "
+                    "`cargo bench --features`; `mimalloc` makes mimalloc the allocator of the "
+                    "callbacks bench (Rust and C)")
     args = ap.parse_args()
     # Start from an empty criterion directory so that groups not measured in
     # this invocation are not reported from stale earlier runs.
@@ -263,42 +463,65 @@ def main():
     flood_dir = TARGET / "rcu-flood"
     shutil.rmtree(flood_dir, ignore_errors=True)
     flood_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = TARGET / "rcu-report"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    if args.flood_secs:
-        env["RCU_FLOOD_SECS"] = args.flood_secs
-    runs, flood_runs = [], []
+    for opt, var in ((args.flood_secs, "RCU_FLOOD_SECS"),
+                     (args.flood_producers, "RCU_FLOOD_PRODUCERS"),
+                     (args.flood_high_water, "RCU_FLOOD_HIGH_WATER"),
+                     (args.flood_variants, "RCU_FLOOD_VARIANTS")):
+        if opt:
+            env[var] = opt
+    runs, flood_runs, allocators = [], [], []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
+        if args.features:
+            cmd += ["--features", args.features]
         for b in args.bench:
             cmd += ["--bench", b]
         if args.filter:
             cmd += ["--", args.filter]
         flood_file = flood_dir / f"run{i + 1}.jsonl"
         env["RCU_FLOOD_JSON"] = str(flood_file)
-        print(f"run {i + 1}/{args.runs}: {' '.join(cmd)}", file=sys.stderr)
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, env=env)
+        # The benches' stdout (criterion's own report, and the callbacks
+        # bench's allocator line) goes to a log per run.
+        log = log_dir / f"run{i + 1}.log"
+        print(f"run {i + 1}/{args.runs}: {' '.join(cmd)} > {log}", file=sys.stderr)
+        with open(log, "w") as out:
+            subprocess.run(cmd, cwd=ROOT, check=True, stdout=out, env=env)
+        allocators.append(allocator_of(log))
         runs.append(collect())
         if flood_file.exists():
             flood_runs.append([json.loads(line) for line in flood_file.read_text().splitlines()
                                if line.strip()])
+    print_allocator(allocators, args.features)
     groups = sorted({g for r in runs for g in r})
     order = lambda e: (e != OURS, e)  # noqa: E731
     for g in groups:
         entries = sorted({e for r in runs for e in r.get(g, {})}, key=order)
         print(f"\n{g} (median of {len(runs)} runs' medians)\n")
-        print(f"{note(g)}\n")
-        print(f"| entry | median | ratio to {OURS} (median of per-run ratios) | per-run medians |")
-        print("|---|---|---|---|")
+        per_element = g in ELEMENTS
+        per = "per producer and iteration" if "enqueue" in g else "per iteration"
+        size = f" ({ELEMENTS[g]:,} callbacks {per})" if per_element else ""
+        print(f"{note(g)}{size}\n")
+        rate_head = " rate |" if per_element else ""
+        print(f"| entry | median |{rate_head} ratio to {OURS} (median of per-run ratios) "
+              "| per-run medians |")
+        print("|---|---|" + ("---|" if per_element else "") + "---|---|")
         for e in entries:
             vals = [r[g][e] for r in runs if e in r.get(g, {})]
             rs = ratios(runs, g, e)
             ratio = f"{statistics.median(rs):.2f}x" if rs else "—"
-            print(f"| {e} | {fmt(statistics.median(vals))} | {ratio} | {', '.join(fmt(v) for v in vals)} |")
+            rate = f" {mrate(statistics.median(vals))} |" if per_element else ""
+            print(f"| {e} | {fmt(statistics.median(vals))} |{rate} {ratio} | "
+                  f"{', '.join(fmt(v) for v in vals)} |")
 
     # Summary: one row per group, one column per entry: "median (ratio)".
     entries = sorted({e for r in runs for g in r for e in r[g]}, key=order)
     if groups:
         summary(runs, groups, entries)
+    burst_vs_sustained(runs)
     bypass_table(runs)
     flood_table(flood_runs)
 

@@ -15,13 +15,31 @@
 //! * `RCU_FLOOD=0`: skip the flood entirely.
 //! * `RCU_FLOOD_SECS`: comma-separated run lengths in seconds (default
 //!   `3,10`). Each length is a block: the two "limit" variants (for
-//!   min(length, 3) s), the `inline` reference (for the full length), then
-//!   every flood variant for that length; a flood's ratios use its own
-//!   block's limit and inline rate, measured a minute earlier at most.
+//!   min(length, 3) s), then for each producer count the `inline`
+//!   reference (for the full length) and every flood variant for that
+//!   length; a flood's ratios use its own block's limit and the inline rate
+//!   of its own block and producer count, measured minutes earlier at most.
+//! * `RCU_FLOOD_PRODUCERS`: comma-separated producer counts (default
+//!   `1,2`); every flood variant and the inline reference run once per
+//!   count (the limits do not depend on it).
+//! * `RCU_FLOOD_HIGH_WATER`: comma-separated high-water marks (`_` allowed,
+//!   `MAX` for `usize::MAX`), e.g. `4096,16384,65536,100000,262144`: adds an
+//!   rcu-offload variant `ours-hw=V` with `Builder::high_water(V)` (low
+//!   water V/2, the builder's default) per value, so that the rate and the
+//!   peak RSS can be read as a curve against the mark. Default: none.
+//! * `RCU_FLOOD_VARIANTS`: comma-separated variant keys to run (default:
+//!   all): `ours`, `ours-unbounded`, `ours-hw16k`, `liburcu-percpu`,
+//!   `liburcu-default`, `inline`, `limit-rust`, `limit-c`, and `sweep` for
+//!   every `RCU_FLOOD_HIGH_WATER` variant. E.g.
+//!   `RCU_FLOOD_VARIANTS=inline,limit-rust,ours,sweep` runs only the sweep,
+//!   the default mark and the references its ratios need.
 //! * `RCU_FLOOD_RSS_CAP_MIB` (default 2048): a safety cap for the unbounded
 //!   variants. A sampler thread reads `VmRSS` every 10 ms; above the cap it
 //!   stops the producers early (the run then drains and reports `capped`).
 //! * `RCU_FLOOD_JSON`: append each child's JSON line to this file.
+//!
+//! Each child also records which allocator it ran with (`allocator`, see
+//! [`crate::allocator`]; mimalloc with the `mimalloc` cargo feature).
 //!
 //! Besides the wall-clock rate, each child reports the CPU time it used
 //! (`CLOCK_PROCESS_CPUTIME_ID` over the run; for the limit, the body
@@ -44,17 +62,24 @@ use rcu_offload::Rcu;
 /// Steps of each flood callback's spin.
 pub const SPIN_STEPS: u64 = 300;
 
-/// Producer threads of a flood.
-pub const PRODUCERS: usize = 2;
+/// Producer thread counts of the flood unless `RCU_FLOOD_PRODUCERS` says
+/// otherwise.
+pub const DEFAULT_PRODUCERS: [usize; 2] = [1, 2];
 
-/// Set (to `variant:seconds:cap_mib`) in a child process that runs one
-/// variant.
+/// The most producers a flood accepts (the C shim's limit).
+const MAX_PRODUCERS: usize = 64;
+
+/// Set (to `variant:seconds:cap_mib:producers`) in a child process that
+/// runs one variant.
 pub const CHILD_VAR: &str = "RCU_BENCH_FLOOD_CHILD";
 
 /// When set, the parent appends every child's JSON line to this file.
 pub const OUT_VAR: &str = "RCU_FLOOD_JSON";
 
 const SECS_VAR: &str = "RCU_FLOOD_SECS";
+const PRODUCERS_VAR: &str = "RCU_FLOOD_PRODUCERS";
+const HIGH_WATER_VAR: &str = "RCU_FLOOD_HIGH_WATER";
+const VARIANTS_VAR: &str = "RCU_FLOOD_VARIANTS";
 const CAP_VAR: &str = "RCU_FLOOD_RSS_CAP_MIB";
 const SKIP_VAR: &str = "RCU_FLOOD";
 const RESULT_PREFIX: &str = "RCU_FLOOD_RESULT ";
@@ -102,57 +127,73 @@ pub enum Variant {
     /// rcu-offload with a lower memory bound ([`TUNED_HIGH_WATER`]), as a
     /// user tuning for sustained floods would set it.
     OursTuned,
+    /// rcu-offload with `high_water(v)` (low water v/2): one point of the
+    /// `RCU_FLOOD_HIGH_WATER` sweep.
+    OursHighWater(usize),
     /// liburcu `call_rcu` with per-CPU workers.
     LiburcuPercpu,
+    /// liburcu `call_rcu` with its default worker (one for the process).
+    LiburcuDefault,
     /// The Rust callback body run directly by as many threads as
     /// rcu-offload has callback workers.
     LimitRust,
     /// The C callback body, same harness.
     LimitC,
-    /// No RCU: the [`PRODUCERS`] producer threads, for the flood's duration,
+    /// No RCU: the flood's producer threads, for the flood's duration,
     /// each allocate a node and run the Rust callback body on it inline.
     Inline,
 }
 
 impl Variant {
-    const ALL: [Variant; 7] = [
+    /// Every variant with a fixed key (the sweep's are `ours-hw=V`).
+    const FIXED: [Variant; 8] = [
         Variant::Ours,
         Variant::OursUnbounded,
         Variant::OursTuned,
         Variant::LiburcuPercpu,
+        Variant::LiburcuDefault,
         Variant::LimitRust,
         Variant::LimitC,
         Variant::Inline,
     ];
 
     /// The short name used on the command line and in the JSON.
-    pub fn key(self) -> &'static str {
+    pub fn key(self) -> String {
         match self {
-            Variant::Ours => "ours",
-            Variant::OursUnbounded => "ours-unbounded",
-            Variant::OursTuned => "ours-hw16k",
-            Variant::LiburcuPercpu => "liburcu-percpu",
-            Variant::LimitRust => "limit-rust",
-            Variant::LimitC => "limit-c",
-            Variant::Inline => "inline",
+            Variant::Ours => "ours".into(),
+            Variant::OursUnbounded => "ours-unbounded".into(),
+            Variant::OursTuned => "ours-hw16k".into(),
+            Variant::OursHighWater(v) => format!("ours-hw={}", high_water_str(v)),
+            Variant::LiburcuPercpu => "liburcu-percpu".into(),
+            Variant::LiburcuDefault => "liburcu-default".into(),
+            Variant::LimitRust => "limit-rust".into(),
+            Variant::LimitC => "limit-c".into(),
+            Variant::Inline => "inline".into(),
         }
     }
 
     /// The name printed in tables.
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Variant::Ours => "rcu-offload",
-            Variant::OursUnbounded => "rcu-offload high_water=MAX",
-            Variant::OursTuned => "rcu-offload high_water=16384",
-            Variant::LiburcuPercpu => "liburcu call_rcu percpu",
-            Variant::LimitRust => "limit: Rust body",
-            Variant::LimitC => "limit: C body",
-            Variant::Inline => "inline: Rust body on the producers",
+            Variant::Ours => "rcu-offload".into(),
+            Variant::OursUnbounded => "rcu-offload high_water=MAX".into(),
+            Variant::OursTuned => format!("rcu-offload high_water={TUNED_HIGH_WATER}"),
+            Variant::OursHighWater(v) => {
+                format!("rcu-offload high_water={} (sweep)", high_water_str(v))
+            }
+            Variant::LiburcuPercpu => "liburcu call_rcu percpu".into(),
+            Variant::LiburcuDefault => "liburcu call_rcu default".into(),
+            Variant::LimitRust => "limit: Rust body".into(),
+            Variant::LimitC => "limit: C body".into(),
+            Variant::Inline => "inline: Rust body on the producers".into(),
         }
     }
 
     fn from_key(key: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.key() == key)
+        if let Some(v) = key.strip_prefix("ours-hw=") {
+            return parse_high_water(v).map(Variant::OursHighWater);
+        }
+        Variant::FIXED.into_iter().find(|v| v.key() == key)
     }
 
     fn is_limit(self) -> bool {
@@ -164,14 +205,62 @@ impl Variant {
         self.is_limit() || self == Variant::Inline
     }
 
+    /// The high-water mark of an rcu-offload variant (`None` for the
+    /// others).
+    fn high_water(self) -> Option<usize> {
+        match self {
+            Variant::Ours => Some(rcu_offload::DEFAULT_HIGH_WATER),
+            Variant::OursUnbounded => Some(usize::MAX),
+            Variant::OursTuned => Some(TUNED_HIGH_WATER),
+            Variant::OursHighWater(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Whether the `inline` reference uses this variant's callback body
-    /// (the Rust one), so that its rate / inline ratio is meaningful.
+    /// (the Rust one), so that its rate / inline ratio is meaningful: the
+    /// rcu-offload variants.
     fn has_inline_ratio(self) -> bool {
+        self.high_water().is_some()
+    }
+
+    /// Whether this variant runs liburcu (and so uses the C body).
+    fn is_liburcu(self) -> bool {
         matches!(
             self,
-            Variant::Ours | Variant::OursUnbounded | Variant::OursTuned
+            Variant::LiburcuPercpu | Variant::LiburcuDefault | Variant::LimitC
         )
     }
+
+    /// Whether `RCU_FLOOD_VARIANTS` (the keys in `selected`, or all if
+    /// `None`) selects this variant.
+    fn selected(self, selected: Option<&[String]>) -> bool {
+        selected.is_none_or(|keys| {
+            keys.iter().any(|k| {
+                *k == self.key() || (k == "sweep" && matches!(self, Variant::OursHighWater(_)))
+            })
+        })
+    }
+}
+
+/// A high-water mark as written in keys and tables (`MAX` for
+/// `usize::MAX`).
+fn high_water_str(v: usize) -> String {
+    if v == usize::MAX {
+        "MAX".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// Parses a high-water mark (`_` allowed, `MAX` for `usize::MAX`); `None`
+/// for anything else, and for 0 (which the builder refuses).
+fn parse_high_water(v: &str) -> Option<usize> {
+    let v = v.trim().replace('_', "");
+    if v.eq_ignore_ascii_case("max") {
+        return Some(usize::MAX);
+    }
+    v.parse().ok().filter(|&v: &usize| v >= 1)
 }
 
 // ---------------------------------------------------------------------
@@ -294,8 +383,8 @@ struct Outcome {
     stats: Vec<(&'static str, u64)>,
 }
 
-fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
-    let (done, t0) = produce_for(secs, stop, |n| {
+fn flood_ours(rcu: &Rcu, producers: usize, secs: f64, stop: &AtomicI32) -> Outcome {
+    let (done, t0) = produce_for(producers, secs, stop, |n| {
         let obj = Box::new([n; 8]);
         rcu.call(move || body(obj));
     });
@@ -309,7 +398,7 @@ fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
         done,
         produce,
         total,
-        threads: PRODUCERS,
+        threads: producers,
         cpu: None,
         invoked_at_stop: Some(invoked_at_stop),
         stats: vec![
@@ -333,12 +422,12 @@ fn flood_ours(rcu: &Rcu, secs: f64, stop: &AtomicI32) -> Outcome {
     }
 }
 
-/// The `inline` reference: [`PRODUCERS`] threads, started and stopped like
+/// The `inline` reference: `producers` threads, started and stopped like
 /// a flood's producers, each loop { allocate a node; run the callback body
 /// on it } with no RCU at all. The rate the slow callbacks allow on the
 /// same threads and cores, producers included.
-fn inline(secs: f64, stop: &AtomicI32) -> Outcome {
-    let (done, t0) = produce_for(secs, stop, |n| {
+fn inline(producers: usize, secs: f64, stop: &AtomicI32) -> Outcome {
+    let (done, t0) = produce_for(producers, secs, stop, |n| {
         // black_box: the node must really be allocated and freed (LLVM may
         // elide a heap allocation that never escapes).
         body(black_box(Box::new([n; 8])));
@@ -348,19 +437,24 @@ fn inline(secs: f64, stop: &AtomicI32) -> Outcome {
         done,
         produce: total,
         total,
-        threads: PRODUCERS,
+        threads: producers,
         ..Outcome::default()
     }
 }
 
-/// Runs [`PRODUCERS`] threads that, from a common start until `stop` is
+/// Runs `producers` threads that, from a common start until `stop` is
 /// raised (by the caller's clock after `secs`, or by the RSS sampler), call
 /// `item(n)` for n = 0, 1, 2, ...; returns how many items they did in all
 /// and when the clock started. The threads are joined when it returns.
-fn produce_for(secs: f64, stop: &AtomicI32, item: impl Fn(u64) + Sync) -> (u64, Instant) {
-    let gate = Barrier::new(PRODUCERS + 1);
+fn produce_for(
+    producers: usize,
+    secs: f64,
+    stop: &AtomicI32,
+    item: impl Fn(u64) + Sync,
+) -> (u64, Instant) {
+    let gate = Barrier::new(producers + 1);
     thread::scope(|s| {
-        let producers: Vec<_> = (0..PRODUCERS)
+        let producers: Vec<_> = (0..producers)
             .map(|_| {
                 s.spawn(|| {
                     gate.wait();
@@ -463,18 +557,22 @@ fn limit<T: Send>(
     }
 }
 
+/// A liburcu flood with `percpu` (per-CPU `call_rcu` workers) or the
+/// default worker (the child process starts with it).
 #[cfg(have_liburcu)]
-fn flood_liburcu(secs: f64, stop: &AtomicI32) -> Outcome {
+fn flood_liburcu(percpu: bool, producers: usize, secs: f64, stop: &AtomicI32) -> Outcome {
     use crate::liburcu::{flood, set_call_rcu_workers, CallRcuWorkers};
-    set_call_rcu_workers(CallRcuWorkers::PerCpu)
-        .expect("creating liburcu's per-CPU call_rcu workers");
+    if percpu {
+        set_call_rcu_workers(CallRcuWorkers::PerCpu)
+            .expect("creating liburcu's per-CPU call_rcu workers");
+    }
     let r =
-        flood(PRODUCERS, Duration::from_secs_f64(secs), SPIN_STEPS, stop).expect("liburcu flood");
+        flood(producers, Duration::from_secs_f64(secs), SPIN_STEPS, stop).expect("liburcu flood");
     Outcome {
         done: r.queued,
         produce: r.produce,
         total: r.total,
-        threads: PRODUCERS,
+        threads: producers,
         ..Outcome::default()
     }
 }
@@ -495,8 +593,18 @@ fn default_workers() -> usize {
     Rcu::new().stats().shards.len()
 }
 
-/// Runs one variant in this (child) process and returns its JSON line.
-fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
+/// An rcu-offload domain with the default settings but `high_water` (low
+/// water: the builder's default, half of it).
+fn ours_with_high_water(high_water: usize) -> Rcu {
+    Rcu::builder()
+        .high_water(high_water)
+        .build()
+        .expect("valid configuration")
+}
+
+/// Runs one variant with `producers` producers (floods and inline) in this
+/// (child) process and returns its JSON line.
+fn run_child(variant: Variant, secs: f64, cap_mib: u64, producers: usize) -> String {
     let base_kib = status_kib("VmRSS");
     let stop = AtomicI32::new(0);
     let done_flag = AtomicBool::new(false);
@@ -506,22 +614,20 @@ fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
     let (outcome, samples) = thread::scope(|s| {
         let sampler = s.spawn(|| sampler(start, cap_mib * 1024, &stop, &done_flag));
         let outcome = match variant {
-            Variant::Ours => flood_ours(&Rcu::new(), secs, &stop),
+            Variant::Ours => flood_ours(&Rcu::new(), producers, secs, &stop),
             Variant::OursUnbounded => {
-                let rcu = Rcu::builder()
-                    .high_water(usize::MAX)
-                    .build()
-                    .expect("valid configuration");
-                flood_ours(&rcu, secs, &stop)
+                flood_ours(&ours_with_high_water(usize::MAX), producers, secs, &stop)
             }
-            Variant::OursTuned => {
-                let rcu = Rcu::builder()
-                    .high_water(TUNED_HIGH_WATER)
-                    .build()
-                    .expect("valid configuration");
-                flood_ours(&rcu, secs, &stop)
+            Variant::OursTuned => flood_ours(
+                &ours_with_high_water(TUNED_HIGH_WATER),
+                producers,
+                secs,
+                &stop,
+            ),
+            Variant::OursHighWater(v) => {
+                flood_ours(&ours_with_high_water(v), producers, secs, &stop)
             }
-            Variant::Inline => inline(secs, &stop),
+            Variant::Inline => inline(producers, secs, &stop),
             Variant::LimitRust => limit(
                 workers,
                 secs,
@@ -529,11 +635,13 @@ fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
                 |objs| objs.into_iter().for_each(body),
             ),
             #[cfg(have_liburcu)]
-            Variant::LiburcuPercpu => flood_liburcu(secs, &stop),
+            Variant::LiburcuPercpu => flood_liburcu(true, producers, secs, &stop),
+            #[cfg(have_liburcu)]
+            Variant::LiburcuDefault => flood_liburcu(false, producers, secs, &stop),
             #[cfg(have_liburcu)]
             Variant::LimitC => limit_c(workers, secs),
             #[cfg(not(have_liburcu))]
-            Variant::LiburcuPercpu | Variant::LimitC => {
+            Variant::LiburcuPercpu | Variant::LiburcuDefault | Variant::LimitC => {
                 panic!("{}: liburcu peer not built", variant.key())
             }
         };
@@ -548,6 +656,24 @@ fn run_child(variant: Variant, secs: f64, cap_mib: u64) -> String {
     let mut fields: Vec<(String, String)> = vec![
         ("variant".into(), format!("\"{}\"", variant.key())),
         ("secs".into(), format!("{secs}")),
+        (
+            "producers".into(),
+            if variant.is_limit() {
+                "null".into()
+            } else {
+                producers.to_string()
+            },
+        ),
+        (
+            "high_water".into(),
+            variant
+                .high_water()
+                .map_or("null".into(), |v| format!("\"{}\"", high_water_str(v))),
+        ),
+        (
+            "allocator".into(),
+            format!("\"{}\"", crate::allocator().name()),
+        ),
         ("threads".into(), o.threads.to_string()),
         ("workers".into(), workers.to_string()),
         ("done".into(), o.done.to_string()),
@@ -603,14 +729,15 @@ pub fn child_main_if_requested() {
     let Ok(spec) = std::env::var(CHILD_VAR) else {
         return;
     };
-    let mut parts = spec.split(':');
-    let (Some(variant), Some(secs), Some(cap)) = (parts.next(), parts.next(), parts.next()) else {
-        panic!("{CHILD_VAR}={spec}: expected variant:seconds:cap_mib");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let &[variant, secs, cap, producers] = parts.as_slice() else {
+        panic!("{CHILD_VAR}={spec}: expected variant:seconds:cap_mib:producers");
     };
     let variant = Variant::from_key(variant).unwrap_or_else(|| panic!("unknown variant {variant}"));
     let secs: f64 = secs.parse().expect("seconds");
     let cap: u64 = cap.parse().expect("cap in MiB");
-    let line = run_child(variant, secs, cap);
+    let producers: usize = producers.parse().expect("producer count");
+    let line = run_child(variant, secs, cap, producers);
     let mut out = std::io::stdout().lock();
     writeln!(out, "{RESULT_PREFIX}{line}").expect("writing the result");
     out.flush().expect("flushing the result");
@@ -674,10 +801,13 @@ fn criterion_filter(args: &[String]) -> Option<&str> {
 }
 
 /// Runs one child and returns its JSON line.
-fn spawn_child(variant: Variant, secs: f64, cap_mib: u64) -> Option<String> {
+fn spawn_child(variant: Variant, secs: f64, cap_mib: u64, producers: usize) -> Option<String> {
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .env(CHILD_VAR, format!("{}:{secs}:{cap_mib}", variant.key()))
+        .env(
+            CHILD_VAR,
+            format!("{}:{secs}:{cap_mib}:{producers}", variant.key()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -759,23 +889,60 @@ pub fn run_from_bench(liburcu: bool) {
     };
     let cap_mib: u64 = std::env::var(CAP_VAR).map_or(2048, |v| v.parse().expect(CAP_VAR));
     let limit_secs = shortest.min(3.0);
+    let producer_counts: Vec<usize> = std::env::var(PRODUCERS_VAR).map_or_else(
+        |_| DEFAULT_PRODUCERS.to_vec(),
+        |v| {
+            v.split(',')
+                .map(|p| match p.trim().parse() {
+                    Ok(n) if (1..=MAX_PRODUCERS).contains(&n) => n,
+                    _ => panic!("{PRODUCERS_VAR}={v}: producer counts from 1 to {MAX_PRODUCERS}"),
+                })
+                .collect()
+        },
+    );
+    let sweep: Vec<Variant> = std::env::var(HIGH_WATER_VAR).map_or_else(
+        |_| Vec::new(),
+        |v| {
+            v.split(',')
+                .filter(|h| !h.trim().is_empty())
+                .map(|h| {
+                    parse_high_water(h).map_or_else(
+                        || panic!("{HIGH_WATER_VAR}={v}: high-water marks >= 1, or MAX"),
+                        Variant::OursHighWater,
+                    )
+                })
+                .collect()
+        },
+    );
+    let selected: Option<Vec<String>> = std::env::var(VARIANTS_VAR)
+        .ok()
+        .map(|v| v.split(',').map(|k| k.trim().to_owned()).collect());
+    let selected = selected.as_deref();
 
     // One block per run length, each with its own limit measurements, so
-    // that every ratio compares figures taken minutes apart at most.
-    let mut plan = Vec::new();
-    for &secs in &lengths {
-        plan.push((Variant::LimitRust, limit_secs));
-        if liburcu {
-            plan.push((Variant::LimitC, limit_secs));
-        }
-        plan.push((Variant::Inline, secs));
-        plan.push((Variant::Ours, secs));
-        plan.push((Variant::OursUnbounded, secs));
-        plan.push((Variant::OursTuned, secs));
-        if liburcu {
-            plan.push((Variant::LiburcuPercpu, secs));
+    // that every ratio compares figures taken minutes apart at most; in a
+    // block, the inline reference and the floods of each producer count.
+    let mut plan: Vec<(usize, Variant, f64, usize)> = Vec::new();
+    for (block, &secs) in lengths.iter().enumerate() {
+        let block = block + 1;
+        plan.push((block, Variant::LimitRust, limit_secs, 0));
+        plan.push((block, Variant::LimitC, limit_secs, 0));
+        for &p in &producer_counts {
+            for v in [
+                Variant::Inline,
+                Variant::Ours,
+                Variant::OursUnbounded,
+                Variant::OursTuned,
+            ]
+            .into_iter()
+            .chain(sweep.iter().copied())
+            .chain([Variant::LiburcuPercpu, Variant::LiburcuDefault])
+            {
+                plan.push((block, v, secs, p));
+            }
         }
     }
+    plan.retain(|&(_, v, _, _)| (liburcu || !v.is_liburcu()) && v.selected(selected));
     let mut out_file = std::env::var_os(OUT_VAR).map(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -784,11 +951,16 @@ pub fn run_from_bench(liburcu: bool) {
             .unwrap_or_else(|e| panic!("opening {}: {e}", p.to_string_lossy()))
     });
     let mut results: Vec<(usize, BTreeMap<String, String>)> = Vec::new();
-    let mut block = 0;
-    for (variant, secs) in plan {
-        block += usize::from(variant == Variant::LimitRust);
-        eprintln!("callbacks/flood: {} for {secs} s", variant.label());
-        if let Some(line) = spawn_child(variant, secs, cap_mib) {
+    for (block, variant, secs, producers) in plan {
+        if variant.is_limit() {
+            eprintln!("callbacks/flood: {} for {secs} s", variant.label());
+        } else {
+            eprintln!(
+                "callbacks/flood: {}, P={producers}, for {secs} s",
+                variant.label()
+            );
+        }
+        if let Some(line) = spawn_child(variant, secs, cap_mib, producers) {
             // The block lets report.py pair each flood with its limit.
             let line = format!("{{\"block\":{block},{}", &line[1..]);
             if let Some(f) = out_file.as_mut() {
@@ -799,50 +971,65 @@ pub fn run_from_bench(liburcu: bool) {
     }
 
     let get = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
-    let limit_of = |block: usize, key: &str| {
+    // The rate (or another field) of the reference `key` in `block` (for
+    // the inline reference, of the same producer count).
+    let reference = |block: usize, key: &str, producers: &str, field: &str| {
         results
             .iter()
-            .find(|(b, r)| *b == block && get(r, "variant") == key)
-            .and_then(|(_, r)| get(r, "rate").parse::<f64>().ok())
+            .find(|(b, r)| {
+                *b == block
+                    && get(r, "variant") == key
+                    && (key != "inline" || get(r, "producers") == producers)
+            })
+            .and_then(|(_, r)| get(r, field).parse::<f64>().ok())
     };
     let ratio_to = |rate: Option<f64>, of: Option<f64>, applies: bool| match (rate, of) {
         (Some(a), Some(b)) if b > 0.0 && applies => format!("{:.2}", a / b),
         _ => "—".into(),
     };
+    let allocator = results
+        .first()
+        .map_or_else(String::new, |(_, r)| get(r, "allocator"));
     println!(
-        "\ncallbacks/flood: {PRODUCERS} producers, callbacks spin {SPIN_STEPS} steps and free \
+        "\ncallbacks/flood: P producers (P = {}), callbacks spin {SPIN_STEPS} steps and free \
          64 B; rate = callbacks / (flood + final barrier); limit = the body alone on the \
-         callback workers' thread count; inline = the {PRODUCERS} producer threads allocating \
-         and running the body themselves, no RCU; RSS cap {cap_mib} MiB\n"
+         callback workers' thread count; inline = the P producer threads allocating \
+         and running the body themselves, no RCU; RSS cap {cap_mib} MiB; allocator {}\n",
+        producer_counts
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if allocator.is_empty() {
+            "?"
+        } else {
+            &allocator
+        },
     );
     println!(
-        "| variant | run | rate | limit | rate/limit | inline | rate/inline | CPU cores \
+        "| variant | P | run | rate | limit | rate/limit | inline | rate/inline | CPU cores \
          | per-core ratio | peak RSS | RSS at stop | drain | capped at |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let limit_per_core = |block: usize, key: &str| {
-        results
-            .iter()
-            .find(|(b, r)| *b == block && get(r, "variant") == key)
-            .and_then(|(_, r)| get(r, "rate_per_core").parse::<f64>().ok())
-    };
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (block, r) in &results {
         let v = Variant::from_key(&get(r, "variant")).expect("known variant");
-        let lim_key = match v {
-            Variant::LiburcuPercpu | Variant::LimitC => Variant::LimitC.key(),
-            _ => Variant::LimitRust.key(),
+        let producers = get(r, "producers");
+        let lim_key = if v.is_liburcu() {
+            Variant::LimitC.key()
+        } else {
+            Variant::LimitRust.key()
         };
-        let lim = limit_of(*block, lim_key);
+        let lim = reference(*block, &lim_key, "", "rate");
         let per_core = match (
             get(r, "rate_per_core").parse::<f64>(),
-            limit_per_core(*block, lim_key),
+            reference(*block, &lim_key, "", "rate_per_core"),
         ) {
             (Ok(a), Some(b)) if b > 0.0 && !v.is_limit() => format!("{:.2}", a / b),
             _ => "—".into(),
         };
         let rt: Option<f64> = get(r, "rate").parse().ok();
         let ratio = ratio_to(rt, lim, !v.is_limit());
-        let inl = limit_of(*block, Variant::Inline.key()).filter(|_| v.has_inline_ratio());
+        let inl = reference(*block, "inline", &producers, "rate").filter(|_| v.has_inline_ratio());
         let inline_ratio = ratio_to(rt, inl, true);
         let drain = match (
             get(r, "total_s").parse::<f64>(),
@@ -852,8 +1039,9 @@ pub fn run_from_bench(liburcu: bool) {
             _ => "—".into(),
         };
         println!(
-            "| {} | {} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.label(),
+            if v.is_limit() { "—" } else { &producers },
             get(r, "secs"),
             rate(&get(r, "rate")),
             lim.map_or("—".into(), |l| rate(&l.to_string())),

@@ -32,6 +32,80 @@ pub fn check_liburcu() -> bool {
     available
 }
 
+/// The start of the line on which the callbacks bench prints its
+/// [`AllocatorReport`] (read by `benches/report.py`).
+pub const ALLOCATOR_LINE_PREFIX: &str = "callbacks: allocator: ";
+
+/// Which allocator served this process's Rust and C allocations.
+///
+/// With the `mimalloc` cargo feature, the callbacks bench sets
+/// `mimalloc::MiMalloc` as its `#[global_allocator]`, and libmimalloc-sys's
+/// `override` feature makes mimalloc's `malloc`/`free` the process's own
+/// (the executable defines them, so the C shim's calls and liburcu's, from
+/// its shared library, bind to them rather than to glibc's). [`allocator`]
+/// checks both at run time instead of trusting the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorReport {
+    /// Whether a Rust `Box` came from mimalloc's heap.
+    pub rust_mimalloc: bool,
+    /// Whether a `malloc(64)` made by the C shim came from mimalloc's heap
+    /// (`None` when the shim is not built, i.e. without liburcu).
+    pub c_mimalloc: Option<bool>,
+}
+
+impl AllocatorReport {
+    /// A short name for tables and JSON: `glibc`, `mimalloc`, or
+    /// `mimalloc+glibc` (Rust on mimalloc, C still on glibc's malloc).
+    pub fn name(&self) -> &'static str {
+        match (self.rust_mimalloc, self.c_mimalloc) {
+            (false, _) => "glibc",
+            (true, Some(false)) => "mimalloc+glibc",
+            (true, _) => "mimalloc",
+        }
+    }
+}
+
+impl std::fmt::Display for AllocatorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let which = |m: bool| if m { "mimalloc" } else { "glibc malloc" };
+        write!(f, "{}: Rust {}", self.name(), which(self.rust_mimalloc))?;
+        match self.c_mimalloc {
+            Some(c) => write!(f, ", C shim and liburcu {}", which(c)),
+            None => write!(f, " (no C shim built)"),
+        }
+    }
+}
+
+/// Checks where a fresh Rust `Box` and a C `malloc(64)` (made by the shim)
+/// come from. Without the `mimalloc` feature nothing in the process links
+/// mimalloc, so both are glibc's (Rust's `System` allocator is `malloc`).
+pub fn allocator() -> AllocatorReport {
+    #[cfg(feature = "mimalloc")]
+    {
+        let in_mimalloc = |p: *const std::ffi::c_void| {
+            // SAFETY: mi_is_in_heap_region only compares the address with
+            // the regions mimalloc reserved; it never dereferences it.
+            unsafe { libmimalloc_sys::mi_is_in_heap_region(p) }
+        };
+        let b = Box::new([0_u64; 8]);
+        let rust_mimalloc = in_mimalloc(std::ptr::from_ref(&*b).cast());
+        drop(b);
+        #[cfg(have_liburcu)]
+        let c_mimalloc = Some(liburcu::with_c_malloc64(in_mimalloc));
+        #[cfg(not(have_liburcu))]
+        let c_mimalloc = None;
+        AllocatorReport {
+            rust_mimalloc,
+            c_mimalloc,
+        }
+    }
+    #[cfg(not(feature = "mimalloc"))]
+    AllocatorReport {
+        rust_mimalloc: false,
+        c_mimalloc: cfg!(have_liburcu).then_some(false),
+    }
+}
+
 /// What a benchmarked callback does when it runs (`benches/callbacks.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackKind {
@@ -374,6 +448,14 @@ pub mod liburcu {
             // SAFETY: as in `run_body`; zero steps only frees.
             unsafe { ffi::shim_flood_body_loop(self.0.as_mut_ptr(), self.0.len() as u64, 0) };
         }
+    }
+
+    /// Calls `f` with a `malloc(64)` object allocated by the C shim (freed
+    /// afterwards): lets [`crate::allocator`] see which `malloc` the shim's
+    /// calls reach.
+    pub fn with_c_malloc64<R>(f: impl FnOnce(*const ffi::c_void) -> R) -> R {
+        let objs = CObjs::alloc(1).expect("malloc(64)");
+        f(objs.0[0])
     }
 
     /// The result of one [`flood`].
