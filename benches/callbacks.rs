@@ -56,6 +56,12 @@
 //!   iteration). `RCU_SUSTAINED_CALLBACKS=N` sets another size (rounded up
 //!   to a multiple of 256), for smoke runs; below 4,000,000 the bench says
 //!   on stderr that it is not a sustained figure.
+//! * `callbacks/sustained_enqueue_cpu/P=1`: the same loops (Rust peers
+//!   only; liburcu's loop runs in the C shim), each timed by the CPU time
+//!   the producer thread used (`CLOCK_THREAD_CPUTIME_ID`) instead of the
+//!   wall clock: what `call()` costs its caller, without the time a
+//!   throttled rcu-offload producer sleeps at the high-water mark while the
+//!   workers catch up (in the wall-clock figure, the pipeline's pace).
 //! * `callbacks/sustained_enqueue/P=1`: the `enqueue` measurement of one
 //!   producer queueing [`SUSTAINED_TOTAL`] `counter` callbacks: its own
 //!   loop time divided by the count, i.e. what a caller pays per `call()`
@@ -349,6 +355,10 @@ struct Batch {
     start: Instant,
     /// Each producer's own queueing loop.
     loops: Vec<Duration>,
+    /// The CPU time the calling thread's (the first producer's) loop used:
+    /// its loop less the time it was blocked (a throttled producer sleeps)
+    /// or preempted.
+    first_cpu: Duration,
     /// The producers' emptied states, dropped by the caller after its clock
     /// stopped.
     states: Vec<State>,
@@ -389,11 +399,13 @@ fn run_producers<P: Peer + Send + 'static>(
     }
     let mut state = work(share(0)).prepare();
     gate.open(producers - 1);
+    let cpu0 = rcu_offload_benches::flood::thread_cpu_time();
     let start = Instant::now();
     produce(&**peer, &mut state);
     let mut batch = Batch {
         start,
         loops: vec![start.elapsed()],
+        first_cpu: rcu_offload_benches::flood::thread_cpu_time().saturating_sub(cpu0),
         states: vec![state],
     };
     for helper in helpers.iter().take(producers - 1) {
@@ -646,6 +658,17 @@ fn enqueue_batch<P: Peer + Send + 'static>(
     batch.mean_loop()
 }
 
+/// [`enqueue_batch`] with one producer, timed by the CPU time its loop used
+/// instead of the wall clock: what one `call()` costs its caller's CPU,
+/// without the time a throttled producer sleeps while the workers catch up.
+fn enqueue_batch_cpu<P: Peer + Send + 'static>(peer: &Arc<P>, total: u64) -> Duration {
+    let target = peer.ran() + total;
+    let batch = run_producers(peer, 1, total, Work::Counter);
+    peer.drain(&|| peer.ran() >= target);
+    assert_eq!(peer.ran(), target, "{}: not every callback ran", P::NAME);
+    batch.first_cpu
+}
+
 /// `iters` callbacks at light load; returns their median latency x `iters`.
 fn latency<P: Peer>(peer: &P, iters: u64) -> Duration {
     let n = usize::try_from(iters).expect("iteration count fits usize");
@@ -869,6 +892,18 @@ fn sustained_enqueue(c: &mut Criterion) {
     bench_peer(&mut group, seize_peer(), |p| {
         enqueue_batch(p, producers, total)
     });
+    group.finish();
+    // The same loops timed by the producer's CPU time: in a sustained flood
+    // a bounded library's producer waits for its workers (rcu-offload's
+    // throttle at the high-water mark), so the wall-clock figure above is
+    // the pipeline's pace as much as the cost of `call()`.
+    let mut group = c.benchmark_group(format!("callbacks/sustained_enqueue_cpu/P={producers}"));
+    sustained_config(&mut group, total);
+    bench_peer(&mut group, Ours { rcu: Rcu::new() }, |p| {
+        enqueue_batch_cpu(p, total)
+    });
+    bench_peer(&mut group, Crossbeam, |p| enqueue_batch_cpu(p, total));
+    bench_peer(&mut group, seize_peer(), |p| enqueue_batch_cpu(p, total));
     group.finish();
 }
 

@@ -53,7 +53,8 @@
 //! | `stats` | [`Stats`] | integration tests |
 //! | `nocb` | the callback machinery's state and lifecycle | the models below |
 //! | `nocb::env` | what the machinery is handed: readers, grace periods, a way to start threads | — |
-//! | `nocb::enqueue` | `call()`: bypass or list, the wake it owes, memory pressure | `enqueue_races_gp_worker_sleep`, `bypass_flush_races_enqueue` |
+//! | `nocb::feed` | a thread's staged `call()`s: the fast path, closing idle feeds | `feed_publish_races_scan_close`, `feed_reopen_promises_a_scan` |
+//! | `nocb::enqueue` | `call()`: feed hand-overs and takes, bypass or list, the wake it owes, memory pressure | `enqueue_races_gp_worker_sleep`, `bypass_flush_races_enqueue`, `barrier_takes_staged_callbacks` |
 //! | `nocb::shard` | shards, their length accounting, per-thread shard choice | `barrier_races_enqueue_and_invocation` |
 //! | `nocb::bypass` | bypass lists, flood detection, lazy-only bypasses | `lazy_promotion`, `barrier_entrain_races_bypass_flush` |
 //! | `nocb::wake` | wake levels, every waker, both workers' sleep handshakes | `seed_timer_cancel_keeps_level`, `kernel_twin_direct_wake_keeps_level`, `advance_races_gp_completion`, `cb_worker_drains_while_enqueuing` |

@@ -354,7 +354,8 @@ fn cpu_time() -> Duration {
     cpu_clock::read(cpu_clock::PROCESS)
 }
 
-fn thread_cpu_time() -> Duration {
+/// CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_time() -> Duration {
     cpu_clock::read(cpu_clock::THREAD)
 }
 

@@ -47,7 +47,7 @@ fn call_checked(rcu: &Rcu, ran: &std::sync::Arc<Ran>, n: usize) {
 /// that pairs with the owner's): deadlock, the second callback stranded.
 #[test]
 fn feed_publish_races_scan_close() {
-    model(Bound::Fixed(3), || {
+    model(Bound::Fixed(4), || {
         let rcu = staged().caller_runs_callbacks().build().unwrap();
         let ran = Ran::new();
         call_checked(&rcu, &ran, 2);
@@ -67,7 +67,7 @@ fn feed_publish_races_scan_close() {
 /// deadlock.
 #[test]
 fn feed_reopen_promises_a_scan() {
-    model(Bound::Fixed(3), || {
+    model(Bound::Fixed(4), || {
         let rcu = staged().caller_runs_callbacks().build().unwrap();
         let ran = Ran::new();
         call_checked(&rcu, &ran, 3);
@@ -85,7 +85,7 @@ fn feed_reopen_promises_a_scan() {
 /// only): the assertion, or a causality violation on the plain data.
 #[test]
 fn barrier_takes_staged_callbacks() {
-    model(Bound::Fixed(2), || {
+    model(Bound::Fixed(3), || {
         let rcu = staged().build().unwrap();
         let data = Plain::new();
         for _ in 0..2 {

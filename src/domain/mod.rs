@@ -290,20 +290,35 @@ impl Rcu {
     /// grace period: every read-side section of this domain that began
     /// before this call has ended when `f` starts (kernel: `call_rcu`).
     ///
-    /// Never waits for a grace period; may be called inside a read-side
-    /// section and from a callback. Costs one short lock of the calling
-    /// thread's shard (its bypass lock; outside a flood also its list lock);
-    /// when that shard had nothing waiting for a grace period, also a wake
-    /// of its GP worker (a lock and, if the worker sleeps, a futex wake), or,
-    /// inside a read-side section or (in a flood) when a wake was already
-    /// issued in this tick, a deferred wake performed by the timer thread; on a shard's
-    /// first `call`, the start of its worker threads. In a flood (more than
-    /// [`Builder::nobypass_limit`](crate::Builder::nobypass_limit) calls on the shard in one tick) callbacks
-    /// go to the shard's bypass list and `call` takes only the one lock.
+    /// Never waits for a grace period below the memory bound; may be
+    /// called inside a read-side section and from a callback.
+    ///
+    /// # Cost
+    ///
+    /// By default ([`Staging::PerThread`](crate::Staging::PerThread)) the
+    /// callback is *staged*: written into a 64-slot buffer of the calling
+    /// thread's for this domain with plain stores, no lock and no atomic
+    /// read-modify-write (a few nanoseconds). Every 64 calls, or when the
+    /// domain's GP worker found the buffer idle and closed it, the thread
+    /// hands what it staged to the shard of the CPU it runs on
+    /// ([`ShardChoice::PerCpu`](crate::ShardChoice::PerCpu)), under the
+    /// shard's locks; when that shard had nothing waiting for a grace
+    /// period, this also wakes its GP worker (a lock and, if the worker
+    /// sleeps, a futex wake), or, inside a read-side section or (in a flood)
+    /// when a wake was already issued in this tick, defers the wake to the
+    /// timer thread. What a thread staged and has not handed over is taken
+    /// by the GP worker at its next scan (within a tick) and by
+    /// [`barrier`](Rcu::barrier) at once. On a shard's first use its worker
+    /// threads start. With [`Staging::Off`](crate::Staging::Off) (and for
+    /// [`call_lazy`](Rcu::call_lazy)) every call takes its shard's locks,
+    /// and in a flood (more than
+    /// [`Builder::nobypass_limit`](crate::Builder::nobypass_limit) calls on
+    /// the shard in one tick) goes to the shard's bypass list, one lock.
+    ///
     /// Closures of up to three words (say a `Box` or an `Arc` plus two
-    /// integers) are stored inline in recycled blocks of 30 callbacks, so a
-    /// steady stream of them allocates nothing (a block is allocated when
-    /// none is free); larger closures are boxed.
+    /// integers) are stored inline in blocks of 30 callbacks that each shard
+    /// recycles (its pool is sized by the memory bound), so a sustained
+    /// stream of them allocates nothing; larger closures are boxed.
     ///
     /// # The memory bound
     ///
@@ -317,10 +332,16 @@ impl Rcu {
     ///
     /// # Which thread runs `f`
     ///
-    /// The callback worker of the calling thread's shard (`{prefix}rcuo/N`),
-    /// started with its group's grace-period worker (`{prefix}rcuog/L`) on
-    /// the shard's first `call`. Callbacks of one thread run in the order
-    /// they were queued. A panic in `f` is caught: it is counted in
+    /// The callback worker (`{prefix}rcuo/N`) of the shard the callback was
+    /// handed to, started with its group's grace-period worker
+    /// (`{prefix}rcuog/L`) on the shard's first use. Each shard runs its
+    /// callbacks in the order they reached it, so the callbacks of a thread
+    /// that stays on one CPU (or of any thread, with
+    /// [`ShardChoice::PerThread`](crate::ShardChoice::PerThread)) run in the
+    /// order it queued them; a thread that migrates between CPUs may see a
+    /// later callback run before an earlier one that went to another shard.
+    /// Each runs exactly once either way, and [`barrier`](Rcu::barrier)
+    /// waits for all of them. A panic in `f` is caught: it is counted in
     /// [`Stats::panics`], the first one is reported on stderr, and the
     /// worker carries on.
     ///

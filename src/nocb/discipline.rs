@@ -49,6 +49,7 @@
 use crate::mutants::model_only;
 
 model_only! {
+    use super::env::Staging;
     use super::wake::{Disciplined, Flushable};
     use super::Nocb;
 
@@ -56,10 +57,11 @@ model_only! {
         /// The timer thread's loop under the discipline (module docs).
         pub(super) fn run_disciplined_timer(&self) {
             self.wakes.run_timer(|g, deadline| {
-                let watched = self.feeds.lock().iter().any(|f| {
-                    let d = f.drain.lock();
-                    f.is_open() && self.wakes.group_index(d.home) == g
-                });
+                let watched = self.cfg.staging == Staging::PerThread
+                    && self.feeds.lock().iter().any(|f| {
+                        let d = f.drain.lock();
+                        f.is_open() && self.wakes.group_index(d.home) == g
+                    });
                 let shards = self.wakes.groups[g].shards.clone();
                 let held: Vec<_> = self.shards[shards].iter().map(|s| s.bypass.lock()).collect();
                 let bypasses = if watched || held.iter().any(|b| b.len() != 0) {
