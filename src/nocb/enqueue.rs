@@ -47,19 +47,12 @@ use crate::mutants::mutant;
 use crate::sync::{heavy_fence, now_ns, Ordering, ReaderFences};
 
 use super::env::{CallKind, Env, Staging};
-use super::feed::{adopt, push, push_slot, Adopted, Closing, Feed, FeedDrain, Push, Reopened};
+use super::feed::{
+    adopt, push, push_slot, Adopted, Closing, Feed, FeedDrain, Push, Reopened, Take,
+};
 use super::shard::{in_any_callback, shard_index};
 use super::wake::{ExpediteRate, Traffic, WakeOwed};
 use super::Nocb;
-
-/// Whose take of the feeds ([`Nocb::take_feeds`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Take {
-    /// The scan of the GP worker of this group.
-    Scan(usize),
-    /// A barrier: every feed, none closed.
-    Barrier,
-}
 
 impl Nocb {
     /// Queue the callback `f`: staged in the calling thread's feed

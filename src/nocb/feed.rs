@@ -227,6 +227,15 @@ model_only! {
     }
 }
 
+/// Whose take of the feeds (`Nocb::take_feeds`, enqueue.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// The scan of the GP worker of this group.
+    Scan(usize),
+    /// A barrier: every feed, none closed.
+    Barrier,
+}
+
 /// Did [`Feed::restart`] reopen a closed feed? Then the owner owes it a
 /// scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

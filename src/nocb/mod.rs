@@ -47,8 +47,7 @@ use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
 use self::bypass::FlushRule;
-use self::enqueue::Take;
-use self::feed::{Feed, FEED_SLOTS};
+use self::feed::{Feed, Take, FEED_SLOTS};
 use self::shard::Shard;
 use self::throttle::Throttle;
 use self::wake::{Delays, Wakes};

@@ -53,8 +53,8 @@ use crate::seq;
 use crate::sync::now_ns;
 
 use super::barrier::{barrier_ran, signal_ran_barriers};
-use super::enqueue::Take;
 use super::env::Env;
+use super::feed::Take;
 use super::shard::CallbackScope;
 use super::wake::{FlushBypasses, LeftBehind, Run};
 use super::Nocb;
