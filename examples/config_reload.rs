@@ -13,13 +13,18 @@
 //!   period: the old version is retired through `Rcu::call` and dropped on a
 //!   callback worker (`cfg-rcuo/N`) once no reader can still hold it.
 //! * **`Rcu::call` for other deferred work**: after each new version, the
-//!   writer queues an "old version drained" callback. Callbacks of one thread
-//!   run in order, so when it runs, the retired version queued just before it
-//!   must already be dropped; the callback checks that.
+//!   writer queues an "old version drained" callback. The domain puts each
+//!   thread's callbacks on a shard of its own
+//!   (`Builder::shard_choice(ShardChoice::PerThread)`), where they run in
+//!   order, so when it runs, the retired version queued just before it must
+//!   already be dropped; the callback checks that. (With the default
+//!   per-CPU shards, a writer that migrates to another CPU between the two
+//!   calls may put them on two shards, and the drain could run first.)
 //! * **`Rcu::call_lazy` for bookkeeping that can wait**: each update also
 //!   queues a lazy "audit" callback, which may wait up to the lazy timeout
 //!   to be batched; the drain callback queued right after it on the same
-//!   thread promotes it, and `barrier()` at the end flushes any left.
+//!   shard promotes it once it reaches the shard, and `barrier()` at the end
+//!   flushes any left.
 //! * **`stats()`** once a second, and **`barrier()`** at the end: after it,
 //!   every retired version has been dropped (a drop counter equals the number
 //!   of versions replaced) and every audit callback has run.
@@ -37,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcu_offload::{Rcu, RcuCell, Stats};
+use rcu_offload::{Rcu, RcuCell, ShardChoice, Stats};
 
 const LIVE: u64 = 0x5afe_c0f1_95af_ec0f;
 const DROPPED: u64 = 0xdead_dead_dead_dead;
@@ -269,6 +274,9 @@ fn main() {
 
     let rcu = Rcu::builder()
         .thread_name_prefix("cfg-")
+        // The drain callbacks rely on the writer's callbacks running in the
+        // order it queued them (module docs).
+        .shard_choice(ShardChoice::PerThread)
         .build()
         .expect("valid configuration");
     println!(

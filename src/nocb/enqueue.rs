@@ -210,15 +210,25 @@ impl Nocb {
         }
     }
 
-    /// Hand what `feed` published to its home shard, under its drain lock
-    /// (`d`); a barrier wakes the GP worker the hand-over owes (a scan owes
-    /// itself nothing). Returns how many callbacks moved.
+    /// Hand what `feed` published to its home shard, after the shard's
+    /// bypass, under the feed's drain lock (`d`); a barrier wakes the GP
+    /// worker the hand-over owes (a scan owes itself nothing). Returns how
+    /// many callbacks moved.
     fn take_one_feed(&self, feed: &Feed, d: &mut FeedDrain, take: Take) -> usize {
+        if !feed.holds_callbacks(d) {
+            return 0;
+        }
         let i = d.home;
         let shard = &self.shards[i];
+        // As at the owner's hand-over: the shard's bypass goes first (FIFO
+        // with what the thread queued there, and its lazy callbacks are
+        // promoted, as a normal callback arriving on a shard promotes them).
+        let mut b = shard.bypass.lock();
         let mut l = shard.list.lock();
+        let flushed = shard.flush_bypass(&mut b, &mut l);
+        drop(b);
         let before = l.queued;
-        let owed = shard.take_feed(&mut l, feed, d);
+        let owed = flushed.or(shard.take_feed(&mut l, feed, d));
         let moved = (l.queued - before) as usize;
         drop(l);
         if take == Take::Barrier && owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
