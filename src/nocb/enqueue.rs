@@ -135,8 +135,15 @@ impl Nocb {
             (owed, feed.restart(&mut d, i))
         };
         let g = self.wakes.group_index(i);
+        // A full feed is a flood: its wakes are rate-limited. A closed one
+        // was idle for a whole scan: its wake is a lone callback's, at once
+        // (rate-limited, a light load's callbacks waited up to a tick).
+        let traffic = match reopened {
+            Reopened::Yes => Traffic::Normal,
+            Reopened::No => Traffic::Flood,
+        };
         if owed == WakeOwed::GpWorker || self.wakes.wake_pending(g) {
-            self.wakes.after_enqueue(env, g, owed, Traffic::Flood);
+            self.wakes.after_enqueue(env, g, owed, traffic);
         }
         if reopened == Reopened::Yes && owed == WakeOwed::Nothing && !mutant!(FeedReopenNoPromise) {
             // The wake above, if owed, comes after the reopen and so is the
