@@ -240,10 +240,25 @@ impl Builder {
     ///
     /// In a sustained flood the backlog sits between the two marks, so the
     /// mark also sets how long a callback's data waits, cooling in memory,
-    /// before its callback runs. The default lets large bursts through
-    /// without blocking; for steady floods of small callbacks a lower mark
-    /// keeps the backlog in cache and runs faster (the flood benchmark in
-    /// benches/README.md, with its figures).
+    /// before its callback runs, and how much memory the flood holds: the
+    /// queued callbacks (32 bytes each) plus whatever they own. The shard's
+    /// pool of callback blocks is sized to the mark, so a sustained flood
+    /// recycles blocks instead of allocating them.
+    ///
+    /// Why 100,000: measured on a 2-core machine with a flood of slow
+    /// callbacks (each spins 300 steps and frees a 64-byte node; one and two
+    /// producers, 5 s; benches/README.md, "High-water sweep"), in the run
+    /// where the rates held steady the rate rose from a mark of 8,192 (7.9
+    /// and 8.7 M/s: throttled producers wait often) to a plateau between
+    /// about 32,768 and 100,000 (8.9 to 10.0 M/s) and fell beyond it (7.0
+    /// M/s at 262,144: the backlog no longer fits the caches), while peak
+    /// memory grew with the mark (14 and 25 MiB at 100,000; 35 and 60 MiB
+    /// at 262,144). The default is the top of that plateau, with room for
+    /// bursts of up to 100,000 callbacks that never block. A program that
+    /// must keep memory small loses little with 16,384 (about 5% of the
+    /// rate, a third of the memory). (A second sweep an hour later swung
+    /// between 2.9 and 8 M/s at every mark, for reasons benches/README.md
+    /// discusses; it did not move the choice.)
     pub fn high_water(mut self, high: usize) -> Self {
         self.high_water = high;
         self
