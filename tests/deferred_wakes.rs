@@ -29,10 +29,16 @@ use rcu_offload::{Rcu, ShardChoice, Staging};
 /// the timer (`deferred_wakes` counts it), and the callback runs without any
 /// `barrier()`. Both on a domain whose workers are idle after earlier work
 /// and on a fresh one (the first `call()` ever, nested two sections deep).
+/// The direct enqueue (`Staging::Off`): a staged `call()` into an open feed
+/// owes no wake at all (tests/staging.rs covers staged calls in sections).
 #[test]
 fn call_inside_read_section_defers_the_wake_and_still_runs() {
     for warm in [true, false] {
-        let rcu = Rcu::builder().shards(1).build().unwrap();
+        let rcu = Rcu::builder()
+            .shards(1)
+            .staging(Staging::Off)
+            .build()
+            .unwrap();
         if warm {
             rcu.call(|| ());
             within("warm-up barrier", {
