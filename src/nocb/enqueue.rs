@@ -82,8 +82,9 @@ impl Nocb {
         match push_slot(self.domain, slot) {
             Push::Staged => {}
             Push::Closed(feed) => self.refill_feed(env, &feed),
-            // The thread let go of its feed in between (a callback run by
-            // this thread's drop of a slot?) or the feed filled: go direct.
+            // Neither happens after a hand-over restarted the feed or an
+            // adoption made it the front one, short of the thread's locals
+            // going away; a slot is never dropped for it: go direct.
             Push::Full(_, slot) | Push::NoFeed(slot) => {
                 self.call_direct(env, slot, CallKind::Normal)
             }
@@ -114,24 +115,13 @@ impl Nocb {
     /// met here, before any lock is taken: a throttled owner may block.
     #[cold]
     fn refill_feed(&self, env: Env<'_>, feed: &Feed) {
-        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
-        let shard = &self.shards[i];
-        if !shard.started.load(Ordering::Acquire) {
-            self.start_workers(env, i);
-        }
-        if self.throttle.enabled && shard.backlog() > self.throttle.share {
-            self.over_share(env);
-        }
+        let i = self.enqueue_shard(env);
+        // A throttled owner blocks here, holding no lock; its callbacks are
+        // normal ones anyway.
+        let _ = self.under_pressure(env, i);
         let (owed, reopened) = {
             let mut d = feed.drain.lock();
-            let mut b = shard.bypass.lock();
-            let mut l = shard.list.lock();
-            // FIFO with the shard's bypass (lazy callbacks are promoted, as
-            // a normal callback arriving on a lazy bypass promotes them).
-            let flushed = shard.flush_bypass(&mut b, &mut l);
-            drop(b);
-            let owed = flushed.or(shard.take_feed(&mut l, feed, &mut d));
-            drop(l);
+            let owed = self.shards[i].hand_over_feed(feed, &mut d).owed;
             (owed, feed.restart(&mut d, i))
         };
         let g = self.wakes.group_index(i);
@@ -226,35 +216,46 @@ impl Nocb {
             return 0;
         }
         let i = d.home;
-        let shard = &self.shards[i];
-        // As at the owner's hand-over: the shard's bypass goes first (FIFO
-        // with what the thread queued there, and its lazy callbacks are
-        // promoted, as a normal callback arriving on a shard promotes them).
-        let mut b = shard.bypass.lock();
-        let mut l = shard.list.lock();
-        let flushed = shard.flush_bypass(&mut b, &mut l);
-        drop(b);
-        let before = l.queued;
-        let owed = flushed.or(shard.take_feed(&mut l, feed, d));
-        let moved = (l.queued - before) as usize;
-        drop(l);
-        if take == Take::Barrier && owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
+        let handed = self.shards[i].hand_over_feed(feed, d);
+        if take == Take::Barrier
+            && handed.owed == WakeOwed::GpWorker
+            && !mutant!(BarrierFlushNoWake)
+        {
             self.wakes.wake_gp_worker(self.wakes.group_index(i));
         }
-        moved
+        handed.moved
+    }
+
+    /// The calling thread's shard for an enqueue (by the domain's
+    /// `ShardChoice`), its workers started on its first use.
+    fn enqueue_shard(&self, env: Env<'_>) -> usize {
+        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
+        if !self.shards[i].started.load(Ordering::Acquire) {
+            self.start_workers(env, i);
+        }
+        i
+    }
+
+    /// Meet memory pressure before an enqueue on shard `i`: consulted only
+    /// when the shard holds more than its share of the high-water mark.
+    /// Returns whether the domain was over it (an ordinary thread has then
+    /// blocked until low water; see [`over_share`](Nocb::over_share)).
+    fn under_pressure(&self, env: Env<'_>, i: usize) -> bool {
+        self.throttle.enabled
+            && self.shards[i].backlog() > self.throttle.share
+            && self.over_share(env)
     }
 
     /// Queue `slot` on a shard, taking its locks (kernel: `call_rcu` on an
     /// offloaded CPU, `rcu_nocb_try_bypass`, `__call_rcu_nocb_wake`).
     pub(crate) fn call_direct(&self, env: Env<'_>, slot: Slot, kind: CallKind) {
-        let i = shard_index(self.shards.len(), self.cfg.shard_choice);
+        let i = self.enqueue_shard(env);
         let shard = &self.shards[i];
-        if !shard.started.load(Ordering::Acquire) {
-            self.start_workers(env, i);
-        }
-        let pressure =
-            self.throttle.enabled && shard.backlog() > self.throttle.share && self.over_share(env);
-        let kind = if pressure { CallKind::Normal } else { kind };
+        let kind = if self.under_pressure(env, i) {
+            CallKind::Normal
+        } else {
+            kind
+        };
         let cfg = &self.cfg;
         let mut b = shard.bypass.lock();
         let traffic = b.count_enqueue(cfg.nobypass_limit, cfg.tick_ns);

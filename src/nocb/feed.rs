@@ -177,7 +177,7 @@ impl Feed {
     /// Close the feed, under the drain lock, if it is idle: nothing was
     /// published since the last take. Returns `None` if it is not idle.
     pub(crate) fn close_if_idle(&self, d: &mut FeedDrain) -> Option<Closing> {
-        if self.tail.load(Ordering::Acquire) != d.head {
+        if self.holds_callbacks(d) {
             return None;
         }
         if self.closed.load(Ordering::Relaxed) {
@@ -213,7 +213,7 @@ impl Feed {
     pub(crate) fn is_abandoned(&self, d: &FeedDrain) -> bool {
         self.orphaned.load(Ordering::Acquire)
             && self.closed.load(Ordering::Relaxed)
-            && self.tail.load(Ordering::Acquire) == d.head
+            && !self.holds_callbacks(d)
     }
 }
 

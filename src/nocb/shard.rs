@@ -147,18 +147,32 @@ impl Shard {
         owed
     }
 
-    /// Move the callbacks `feed` has published to the end of the list,
-    /// under the feed's drain lock (`d`) and the list lock (`l`). Owes a
-    /// wake if the list had nothing pending and now has.
-    pub(crate) fn take_feed(&self, l: &mut ShardList, feed: &Feed, d: &mut FeedDrain) -> WakeOwed {
-        let idle = owed_by_idle_list(l);
-        let n = feed.take_published(d, &mut l.cbs);
-        if n == 0 {
-            return WakeOwed::Nothing;
+    /// Hand what `feed` published over to this shard's list, after the
+    /// shard's bypass (FIFO with what the thread queued there; its lazy
+    /// callbacks are promoted, as a normal callback arriving on a shard
+    /// promotes them), under the feed's drain lock (`d`): the one hand-over
+    /// of the owner's slow path, a GP worker's scan and `barrier()`. Takes
+    /// the bypass lock, then the list lock. Owes a wake if the list went
+    /// from nothing pending to something pending.
+    pub(crate) fn hand_over_feed(&self, feed: &Feed, d: &mut FeedDrain) -> HandOver {
+        let mut b = self.bypass.lock();
+        let mut l = self.list.lock();
+        let flushed = self.flush_bypass(&mut b, &mut l);
+        drop(b);
+        let idle = owed_by_idle_list(&l);
+        let moved = feed.take_published(d, &mut l.cbs);
+        if moved == 0 {
+            return HandOver {
+                owed: flushed,
+                moved,
+            };
         }
-        l.queued += n as u64;
-        self.len_add(l, n);
-        idle
+        l.queued += moved as u64;
+        self.len_add(&l, moved);
+        HandOver {
+            owed: flushed.or(idle),
+            moved,
+        }
     }
 
     /// Append `slot` to the bypass, under its lock (`b`). Returns whether
@@ -217,6 +231,14 @@ impl Shard {
             self.len_sub(l, ran);
         }
     }
+}
+
+/// What [`Shard::hand_over_feed`] did.
+pub(crate) struct HandOver {
+    /// The wake the bypass flush or the feed's callbacks owe.
+    pub(crate) owed: WakeOwed,
+    /// Callbacks moved from the feed.
+    pub(crate) moved: usize,
 }
 
 /// A list with nothing pending, about to receive callbacks, owes its GP
