@@ -96,11 +96,33 @@ fn a_warm_flood_of_inline_callbacks_allocates_nothing() {
         rcu.barrier();
         gate.join().unwrap();
     }
+    // A held CB worker holds a batch of a few callbacks; a running one holds
+    // up to a whole batch (1,024 callbacks, 35 blocks) outside the list
+    // while the list sits at the mark: a peak the held rounds do not always
+    // reach. Measured by hand (release builds): one block is allocated
+    // once, usually in the first or second ungated flood of a million and
+    // rarely later (after three clean floods, in 1 run of 15); after it, 40
+    // more floods allocated and freed nothing (3 runs). So: ungated floods
+    // until five in a row allocate nothing.
+    let mut warm = 3 * WARM;
+    let mut clean = 0;
+    for ungated in 1.. {
+        let before = ALLOCS.load(Relaxed);
+        flood(&rcu, N);
+        let allocated = ALLOCS.load(Relaxed) - before;
+        rcu.barrier();
+        warm += N;
+        clean = if allocated == 0 { clean + 1 } else { 0 };
+        if clean == 5 {
+            break;
+        }
+        assert!(ungated < 40, "warm floods kept allocating");
+    }
     let before = ALLOCS.load(Relaxed);
     flood(&rcu, N);
     let during = ALLOCS.load(Relaxed) - before;
     rcu.barrier();
-    assert_eq!(RAN.load(Relaxed), 3 * WARM + N, "every callback ran");
+    assert_eq!(RAN.load(Relaxed), warm + N, "every callback ran");
     assert_eq!(
         during, 0,
         "{during} allocations while {N} inline callbacks were queued, handed \
