@@ -60,6 +60,12 @@ MUTANTS=(
   "feed_close_no_fence|feeds::feed_publish_races_scan_close|deadlock"
   "feed_reopen_no_promise|feeds::feed_reopen_promises_a_scan|deadlock"
   "barrier_skips_feeds|feeds::barrier_takes_staged_callbacks|Causality violation"
+  "waiter_no_recheck|async_waits::waker_registers_while_gp_completes|deadlock"
+  "waiter_no_fence|async_waits::waker_registers_while_gp_completes|deadlock"
+  "waiter_no_fence|async_waits::waker_replaced_between_polls|deadlock"
+  "waiter_keeps_old_waker|async_waits::waker_replaced_between_polls|deadlock"
+  "barrier_async_no_wake|async_waits::barrier_async_wakes_after_callbacks|deadlock"
+  "cas_unlocked|cell::compare_exchange_races_update_and_reader|dropped under an update"
 )
 
 cargo build --release --tests --quiet || exit 2

@@ -47,7 +47,7 @@ LAYERS: list[list[str]] = [
     # the model hooks.
     ["crate", "domain", "cell", "stats", "model"],
     ["nocb"],
-    ["gp", "reader"],
+    ["gp", "reader", "wait"],
     ["segcblist", "callback", "seq"],
     # The facade over std / parking_lot / loom / shuttle.
     ["sync"],

@@ -35,6 +35,8 @@ use crate::mutants::{model_only, mutant, mutant_diverts};
 use crate::reader::ReadState;
 use crate::seq;
 use crate::sync::{fence, heavy_fence, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
+use crate::wait::{WaitKey, WakerTable};
+use std::task::Waker;
 
 /// Engine-thread bookkeeping, under [`GpState::engine`].
 struct Engine {
@@ -58,6 +60,9 @@ pub(crate) struct GpState {
     gp_lock: Mutex<()>,
     engine: Mutex<Engine>,
     engine_cv: Condvar,
+    /// Tasks awaiting a grace period (`Rcu::synchronize_async`), woken by
+    /// whoever ends it (wait.rs).
+    waiters: WakerTable,
 }
 
 impl GpState {
@@ -72,6 +77,7 @@ impl GpState {
                 thread: None,
             }),
             engine_cv: Condvar::new(),
+            waiters: WakerTable::new(),
         }
     }
 
@@ -108,13 +114,39 @@ impl GpState {
         if batching && self.is_done(target) {
             return;
         }
-        let _gp = self.gp_lock.lock();
-        // Someone else's grace period may have served us while we queued.
-        if batching && self.is_done(target) {
-            return;
+        {
+            let _gp = self.gp_lock.lock();
+            // Someone else's grace period may have served us while we queued.
+            if batching && self.is_done(target) {
+                return;
+            }
+            self.run_gp(readers);
+            debug_assert!(seq::done(self.seq.load(Ordering::Relaxed), target));
         }
-        self.run_gp(readers);
-        debug_assert!(seq::done(self.seq.load(Ordering::Relaxed), target));
+        // Outside the GP lock: the wakers are the executors' code.
+        self.waiters
+            .wake_reached(|t| seq::done(self.seq.load(Ordering::Acquire), t));
+    }
+
+    /// An async wait for `target`: `true` if it is reached (and `key`, if
+    /// any, released); otherwise `waker` is registered in the slot `key`
+    /// names (allocated on first use) and will be woken by whoever ends the
+    /// grace period that reaches `target`. The caller has requested that
+    /// grace period (see [`request`](GpState::request)).
+    pub(crate) fn poll_wait(&self, target: u64, key: &mut Option<WaitKey>, waker: &Waker) -> bool {
+        if self.is_done(target) {
+            if let Some(k) = key.take() {
+                self.waiters.release(k);
+            }
+            return true;
+        }
+        self.waiters
+            .register(key, target, waker, || self.is_done(target))
+    }
+
+    /// Give up an async wait (its future was dropped).
+    pub(crate) fn cancel_wait(&self, key: WaitKey) {
+        self.waiters.release(key);
     }
 
     /// Run one full grace period. The caller holds `gp_lock`.

@@ -84,13 +84,15 @@ mod segcblist;
 mod seq;
 mod stats;
 mod sync;
+mod wait;
 
-pub use cell::RcuCell;
+pub use cell::{CompareExchangeError, RcuCell, RcuOptionCell, Unpublished};
 pub use domain::builder::{
     Builder, ConfigError, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT, DEFAULT_HIGH_WATER,
     DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_TICK, MAX_GP_SPIN_LIMIT, MAX_SHARDS,
     MAX_THREAD_NAME_PREFIX,
 };
+pub use domain::futures::{Barrier, GracePeriod};
 pub use domain::{GpCookie, Rcu};
 pub use nocb::{ShardChoice, Staging};
 pub use reader::ReadGuard;

@@ -124,6 +124,18 @@ mod enumeration {
         FeedReopenNoPromise = "feed_reopen_no_promise",
         /// `barrier()` does not take the callbacks staged in threads' feeds.
         BarrierSkipsFeeds = "barrier_skips_feeds",
+        /// An async waiter registers its waker and returns `Pending` without
+        /// looking at the grace period again.
+        WaiterNoRecheck = "waiter_no_recheck",
+        /// Neither an async waiter nor the completer executes the full
+        /// fence between its store and its load.
+        WaiterNoFence = "waiter_no_fence",
+        /// An async waiter polled with a new waker keeps the old one.
+        WaiterKeepsOldWaker = "waiter_keeps_old_waker",
+        /// The last internal callback of an async barrier wakes nobody.
+        BarrierAsyncNoWake = "barrier_async_no_wake",
+        /// A cell's compare-and-exchange does not take the writer lock.
+        CasUnlocked = "cas_unlocked",
         /// The GP worker's scan leaves a young bypass behind without asking
         /// for a timer.
         ScanLeavesNoTimer = "scan_leaves_no_timer",

@@ -332,7 +332,7 @@ fn panicking_update_leaves_the_cell_unchanged() {
     let drops = Arc::new(AtomicUsize::new(0));
     let cell = RcuCell::new(&rcu, Versioned::new(5, &drops));
     let err = catch_unwind(AssertUnwindSafe(|| {
-        cell.update(|_| panic!("deliberate panic in update"))
+        cell.update(|_| -> Versioned { panic!("deliberate panic in update") })
     }))
     .unwrap_err();
     assert!(panic_text(&*err).contains("deliberate panic in update"));

@@ -21,9 +21,12 @@ use crate::nocb::{
 };
 use crate::reader::{ReadGuard, ReadState};
 use crate::stats::{self, Stats};
-use crate::sync::{cfg_real, spawn_named, AtomicUsize, JoinHandle, Ordering, ReaderFences};
+use crate::sync::{
+    cfg_real, rcu_thread_local, spawn_named, AtomicUsize, JoinHandle, Ordering, ReaderFences,
+};
 
 pub(crate) mod builder;
+pub(crate) mod futures;
 
 /// Shared state of one domain, held by handles and by its worker threads.
 pub(crate) struct Core {
@@ -33,6 +36,13 @@ pub(crate) struct Core {
     /// Live [`Rcu`] handles (workers do not count).
     handles: AtomicUsize,
     thread_name_prefix: String,
+}
+
+rcu_thread_local! {
+    /// Set on every worker thread of every domain (engine, GP and CB
+    /// workers, timer): a handle dropped there, say by a waker that owned
+    /// the last one, must not join the very thread it runs on.
+    static ON_WORKER_THREAD: std::cell::Cell<bool> = std::cell::Cell::new(false);
 }
 
 /// What a validated [`Builder`](crate::Builder) makes a domain of.
@@ -49,6 +59,7 @@ impl Core {
     fn spawn(self: &Arc<Core>, worker: Worker) -> JoinHandle<()> {
         let core = Arc::clone(self);
         spawn_named(worker.name(&self.thread_name_prefix), move || {
+            ON_WORKER_THREAD.with(|w| w.set(true));
             let spawn = |w| Core::spawn(&core, w);
             let env = core.env(&spawn);
             match worker {
@@ -409,15 +420,17 @@ impl Rcu {
 
     /// Drop `b` on a callback worker after a full grace period (kernel:
     /// `kfree_rcu`). Same guarantees and costs as [`call`](Rcu::call); the
-    /// `Box` is stored inline.
+    /// `Box` is stored inline, also when `T` is unsized (`str`, `[U]`,
+    /// `dyn Trait + Send`).
     ///
     /// ```
     /// let rcu = rcu_offload::Rcu::new();
     /// rcu.retire(Box::new([0u64; 8]));
+    /// rcu.retire::<str>("unsized too".into());
     /// rcu.barrier();
     /// ```
     #[inline]
-    pub fn retire<T: Send + 'static>(&self, b: Box<T>) {
+    pub fn retire<T: ?Sized + Send + 'static>(&self, b: Box<T>) {
         self.call(move || drop(b));
     }
 
@@ -533,14 +546,17 @@ impl Clone for Rcu {
 impl Drop for Rcu {
     fn drop(&mut self) {
         if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if in_any_callback() {
+            if in_any_callback() || ON_WORKER_THREAD.with(|w| w.get()) {
                 // The last handle died inside a callback (say, a retired
                 // value owned it). If it is one of this domain's callbacks,
                 // this thread is a CB worker that cannot join itself; if it
                 // is another domain's, draining this one here would stall
                 // that domain's shard for our grace periods, and deadlock if
-                // one of our callbacks waited for that domain. Either way a
-                // reaper thread does the shutdown.
+                // one of our callbacks waited for that domain. The same
+                // goes for any worker thread outside a callback (a waker
+                // the engine or a CB worker woke and dropped may own the
+                // last handle). Either way a reaper thread does the
+                // shutdown.
                 let core = Arc::clone(&self.core);
                 let name = format!("{}rcu_reap", self.core.thread_name_prefix);
                 drop(spawn_named(name, move || core.shutdown()));

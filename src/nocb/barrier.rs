@@ -42,6 +42,7 @@
 //! for.
 
 use std::sync::Arc;
+use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 
@@ -71,20 +72,78 @@ impl BarrierState {
     }
 }
 
-/// Internal callbacks still to run, and the waiting barrier.
+/// Internal callbacks still to run, and who waits for them: a blocking
+/// barrier on `cv`, or an async one through `waker`.
 struct Pending {
-    remaining: Mutex<usize>,
+    state: Mutex<PendingState>,
     cv: Condvar,
 }
 
+struct PendingState {
+    remaining: usize,
+    /// The task awaiting an async barrier (`BarrierWait`), if it is
+    /// waiting.
+    waker: Option<Waker>,
+}
+
 impl Pending {
-    fn done_one(&self) {
-        let mut r = self.remaining.lock();
-        *r -= 1;
-        if *r == 0 {
-            drop(r);
-            self.cv.notify_all();
+    fn new() -> Self {
+        Pending {
+            // One for the barrier itself, dropped once it has entrained.
+            state: Mutex::new(PendingState {
+                remaining: 1,
+                waker: None,
+            }),
+            cv: Condvar::new(),
         }
+    }
+
+    fn done_one(&self) {
+        let mut st = self.state.lock();
+        st.remaining -= 1;
+        if st.remaining == 0 {
+            let waker = if mutant!(BarrierAsyncNoWake) {
+                None
+            } else {
+                st.waker.take()
+            };
+            drop(st);
+            self.cv.notify_all();
+            // Outside the lock: the waker is the executor's code.
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// An async barrier's wait: done once every internal callback it entrained
+/// has run. The waker is stored and read under the same lock as the count,
+/// so the last callback either sees it or the poll sees the count at zero.
+/// Checked by the loom model `barrier_async_wakes_after_callbacks`
+/// (loom-tests/tests/async_waits.rs; mutant `barrier_async_no_wake`).
+pub(crate) struct BarrierWait(Arc<Pending>);
+
+impl BarrierWait {
+    /// `true` once every callback the barrier waits for has run; otherwise
+    /// `waker` (replacing any earlier one) is woken when they have.
+    pub(crate) fn poll(&self, waker: &Waker) -> bool {
+        let mut st = self.0.state.lock();
+        if st.remaining == 0 {
+            return true;
+        }
+        match &mut st.waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        false
+    }
+
+    /// The future was dropped: wake nobody. The internal callbacks still
+    /// run (they own their share of the count) and free the state.
+    pub(crate) fn forget_waker(&self) {
+        let w = self.0.state.lock().waker.take();
+        drop(w);
     }
 }
 
@@ -148,60 +207,86 @@ impl BarrierState {
         // of other threads' calls) before the length reads below (kernel:
         // the `smp_mb()` at the top of `rcu_barrier`).
         fence(Ordering::SeqCst);
-        // Every callback staged in a thread's feed (feed.rs) before we
-        // arrived goes to its shard first (mutant `barrier_skips_feeds`).
-        if !mutant!(BarrierSkipsFeeds) {
-            take_feeds();
+        let pending = entrain_all(shards, wakes, take_feeds);
+        let mut st = pending.state.lock();
+        while st.remaining != 0 {
+            pending.cv.wait(&mut st);
         }
-        let pending = Arc::new(Pending {
-            remaining: Mutex::new(1),
-            cv: Condvar::new(),
-        });
-        for (i, shard) in shards.iter().enumerate() {
-            // Under both locks (bypass, then list): flush the bypass, so that
-            // its callbacks (lazy ones too) run before ours, then entrain.
-            // The locks order every `call()` that happened before us, on any
-            // thread, before this look at the shard.
-            let mut b = shard.bypass.lock();
-            let mut l = shard.list.lock();
-            // Mutant `barrier_skips_bypass`: entrain without flushing first.
-            let owed = if mutant!(BarrierSkipsBypass) {
-                WakeOwed::Nothing
-            } else {
-                shard.flush_bypass(&mut b, &mut l)
-            };
-            drop(b);
-            if shard.len_locked(&l) == 0 {
-                continue;
-            }
-            *pending.remaining.lock() += 1;
-            let p = Arc::clone(&pending);
-            // Runs on the shard's CB worker, after every callback queued
-            // before it; the worker signals once it has accounted for them.
-            let seg = shard.entrain(
-                &mut l,
-                Slot::new(move || {
-                    RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
-                }),
-            );
-            drop(l);
-            if seg == DONE {
-                shard.cb.wake();
-            }
-            if owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
-                // The flush gave the list its first pending callbacks.
-                wakes.wake_gp_worker(wakes.group_index(i));
-            }
-        }
-        pending.done_one();
-        let mut r = pending.remaining.lock();
-        while *r != 0 {
-            pending.cv.wait(&mut r);
-        }
-        drop(r);
+        drop(st);
         self.seq.store(
             seq::end(self.seq.load(Ordering::Relaxed)),
             Ordering::Release,
         );
     }
+
+    /// An async barrier: entrain as [`run`](BarrierState::run) does, without
+    /// waiting and without the serializing lock (which a blocking barrier
+    /// holds while it waits), so it never blocks the caller. It shares no
+    /// blocking barrier's work, and no blocking barrier shares its own: it
+    /// leaves the barrier sequence alone.
+    pub(crate) fn start(
+        &self,
+        shards: &[CachePadded<Shard>],
+        wakes: &Wakes,
+        take_feeds: impl FnOnce(),
+    ) -> BarrierWait {
+        // Orders the caller's earlier `call()`s before the look at the
+        // shards, as in `run`.
+        fence(Ordering::SeqCst);
+        BarrierWait(entrain_all(shards, wakes, take_feeds))
+    }
+}
+
+/// Take the staged callbacks, then flush every shard's bypass and entrain
+/// an internal callback on every non-empty shard; the returned count drops
+/// to zero once each has run.
+fn entrain_all(
+    shards: &[CachePadded<Shard>],
+    wakes: &Wakes,
+    take_feeds: impl FnOnce(),
+) -> Arc<Pending> {
+    // Every callback staged in a thread's feed (feed.rs) before we
+    // arrived goes to its shard first (mutant `barrier_skips_feeds`).
+    if !mutant!(BarrierSkipsFeeds) {
+        take_feeds();
+    }
+    let pending = Arc::new(Pending::new());
+    for (i, shard) in shards.iter().enumerate() {
+        // Under both locks (bypass, then list): flush the bypass, so that
+        // its callbacks (lazy ones too) run before ours, then entrain.
+        // The locks order every `call()` that happened before us, on any
+        // thread, before this look at the shard.
+        let mut b = shard.bypass.lock();
+        let mut l = shard.list.lock();
+        // Mutant `barrier_skips_bypass`: entrain without flushing first.
+        let owed = if mutant!(BarrierSkipsBypass) {
+            WakeOwed::Nothing
+        } else {
+            shard.flush_bypass(&mut b, &mut l)
+        };
+        drop(b);
+        if shard.len_locked(&l) == 0 {
+            continue;
+        }
+        pending.state.lock().remaining += 1;
+        let p = Arc::clone(&pending);
+        // Runs on the shard's CB worker, after every callback queued
+        // before it; the worker signals once it has accounted for them.
+        let seg = shard.entrain(
+            &mut l,
+            Slot::new(move || {
+                RAN_BARRIERS.with(|v| v.borrow_mut().push(p));
+            }),
+        );
+        drop(l);
+        if seg == DONE {
+            shard.cb.wake();
+        }
+        if owed == WakeOwed::GpWorker && !mutant!(BarrierFlushNoWake) {
+            // The flush gave the list its first pending callbacks.
+            wakes.wake_gp_worker(wakes.group_index(i));
+        }
+    }
+    pending.done_one();
+    pending
 }

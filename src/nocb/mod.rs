@@ -46,6 +46,7 @@ use crate::mutants::{model_or_real, mutant};
 use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
+pub(crate) use self::barrier::BarrierWait;
 use self::bypass::FlushRule;
 use self::feed::{Feed, Take, FEED_SLOTS};
 use self::shard::Shard;
@@ -143,6 +144,14 @@ impl Nocb {
         self.barrier.run(&self.shards, &self.wakes, || {
             self.take_feeds(Take::Barrier);
         });
+    }
+
+    /// `barrier()` without the wait: the returned [`BarrierWait`] completes
+    /// once every callback queued before this call has run.
+    pub(crate) fn barrier_async(&self) -> BarrierWait {
+        self.barrier.start(&self.shards, &self.wakes, || {
+            self.take_feeds(Take::Barrier);
+        })
     }
 
     /// Called by the grace-period engine after each grace period it waited
