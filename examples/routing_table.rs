@@ -3,10 +3,16 @@
 //!
 //! * Reader threads look routes up in the current table inside
 //!   `rcu.read()` sections, millions of times a second, without locks.
-//! * Writer A builds a new table, publishes it with one atomic swap and frees
-//!   the old one after `rcu.synchronize()`.
-//! * Writer B never blocks: it takes a `start_poll()` cookie per retired table
-//!   and frees tables whose cookie `poll()` reports done.
+//! * Writer A builds a new table, publishes it with `RcuCell::replace` and
+//!   takes the old one back with `Unpublished::into_inner`, which waits for
+//!   a grace period (as `rcu.synchronize()` does) before handing it over.
+//! * Writer B never blocks: it keeps the `Unpublished` handles of the tables
+//!   it replaced and takes back those whose grace period has elapsed
+//!   (`try_into_box`: a `poll()` of the cookie taken when each was
+//!   unpublished, and a `start_poll()`-style request when it is not done).
+//!
+//! No `unsafe`: the cell and its handles carry the proofs. (The README's
+//! "By hand" section shows the same with raw pointers.)
 //!
 //! Every table carries a canary that its destructor overwrites; a reader that
 //! ever saw a freed table would count a violation (and the run would fail).
@@ -14,12 +20,11 @@
 //! Run: `cargo run --release --example routing_table [seconds] [readers]`.
 
 use std::collections::HashMap;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcu_offload::{GpCookie, Rcu};
+use rcu_offload::{Rcu, RcuCell, Unpublished};
 
 const LIVE: u64 = 0x5afe_5afe_5afe_5afe;
 const FREED: u64 = 0xdead_dead_dead_dead;
@@ -32,7 +37,7 @@ struct Table {
 }
 
 impl Table {
-    fn new(version: u64) -> Box<Table> {
+    fn new(version: u64) -> Table {
         let routes = (0..1024u32)
             .map(|k| {
                 (
@@ -41,11 +46,11 @@ impl Table {
                 )
             })
             .collect();
-        Box::new(Table {
+        Table {
             canary: AtomicU64::new(LIVE),
             version,
             routes,
-        })
+        }
     }
 }
 
@@ -57,44 +62,12 @@ impl Drop for Table {
 
 struct Shared {
     rcu: Rcu,
-    table: AtomicPtr<Table>,
+    table: RcuCell<Table>,
     stop: AtomicBool,
     lookups: AtomicU64,
     violations: AtomicU64,
     updates_sync: AtomicU64,
     updates_polled: AtomicU64,
-}
-
-impl Shared {
-    /// Publish `new` and return the table it replaced. Readers may still be
-    /// looking at the old table, so it stays a raw pointer (not a `Box`,
-    /// which would claim unique access) until a grace period has passed.
-    fn publish(&self, new: Box<Table>) -> Retired {
-        let old = self.table.swap(Box::into_raw(new), Ordering::AcqRel);
-        Retired(NonNull::new(old).expect("the table pointer is never null while running"))
-    }
-}
-
-/// A table that has been unpublished but may still be read.
-struct Retired(NonNull<Table>);
-
-// SAFETY: `Table` is `Send + Sync`; a `Retired` is only a pointer to one that
-// the writer owns, moved to wherever it will be freed.
-unsafe impl Send for Retired {}
-
-impl Retired {
-    /// Free the table.
-    ///
-    /// # Safety
-    ///
-    /// A full grace period of the domain has elapsed since the table was
-    /// unpublished, so no reader can still hold a reference to it.
-    unsafe fn free(self) {
-        // SAFETY: the pointer came from `Box::into_raw` in `publish`/`main`,
-        // was unpublished once, and by the caller's contract nobody else can
-        // reach it any more, so we own it uniquely.
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
 }
 
 fn reader(shared: &Shared) {
@@ -103,10 +76,7 @@ fn reader(shared: &Shared) {
     while !shared.stop.load(Ordering::Relaxed) {
         for _ in 0..1000 {
             let guard = shared.rcu.read();
-            // SAFETY: the table was published with a Release swap and is freed
-            // only after a grace period that starts after it was unpublished;
-            // our guard keeps that grace period from completing.
-            let table = unsafe { &*shared.table.load(Ordering::Acquire) };
+            let table = shared.table.load(&guard);
             let route = table.routes.get(&(key & 1023)).copied();
             if table.canary.load(Ordering::Relaxed) != LIVE || route.is_none() {
                 shared.violations.fetch_add(1, Ordering::Relaxed);
@@ -124,38 +94,36 @@ fn writer_synchronous(shared: &Shared, first_version: u64) {
     let mut version = first_version;
     while !shared.stop.load(Ordering::Relaxed) {
         version += 2;
-        let old = shared.publish(Table::new(version));
-        shared.rcu.synchronize();
-        // SAFETY: a full grace period has elapsed since `old` was unpublished.
-        unsafe { old.free() };
+        let old = shared.table.replace(Table::new(version));
+        // Waits for a grace period that began after the swap, then owns it.
+        let old: Table = old.into_inner();
+        drop(old);
         shared.updates_sync.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 fn writer_polled(shared: &Shared, first_version: u64) {
     let mut version = first_version;
-    let mut retired: Vec<(GpCookie, Retired)> = Vec::new();
+    let mut retired: Vec<Unpublished<Table>> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         version += 2;
-        let old = shared.publish(Table::new(version));
-        retired.push((shared.rcu.start_poll(), old));
-        // Free whatever is done; never block.
-        let (done, pending): (Vec<_>, Vec<_>) = retired
-            .into_iter()
-            .partition(|(cookie, _)| shared.rcu.poll(*cookie));
-        retired = pending;
-        for (_, table) in done {
-            // SAFETY: `poll` reported a full grace period since the cookie,
-            // which was taken after the table was unpublished.
-            unsafe { table.free() };
+        retired.push(shared.table.replace(Table::new(version)));
+        // Take back (and free) whatever is done; never block. A handle
+        // whose grace period is not over asks the engine thread to run it.
+        let mut pending = Vec::with_capacity(retired.len());
+        for old in retired {
+            match old.try_into_box() {
+                Ok(table) => drop(table),
+                Err(old) => pending.push(old),
+            }
         }
+        retired = pending;
         shared.updates_polled.fetch_add(1, Ordering::Relaxed);
         std::thread::yield_now();
     }
-    for (cookie, table) in retired {
-        shared.rcu.cond_synchronize(cookie);
-        // SAFETY: as above, through `cond_synchronize`.
-        unsafe { table.free() };
+    // The rest after their grace periods.
+    for old in retired {
+        drop(old.into_inner());
     }
 }
 
@@ -170,7 +138,7 @@ fn main() {
         .expect("valid configuration");
     println!("rcu-offload routing_table: {readers} readers, 2 writers, {seconds} s; {rcu:?}");
     let shared = Arc::new(Shared {
-        table: AtomicPtr::new(Box::into_raw(Table::new(0))),
+        table: RcuCell::new(&rcu, Table::new(0)),
         rcu,
         stop: AtomicBool::new(false),
         lookups: AtomicU64::new(0),
@@ -215,22 +183,20 @@ fn main() {
         t.join().expect("worker thread panicked");
     }
 
-    let final_table = shared.table.swap(std::ptr::null_mut(), Ordering::AcqRel);
-    shared.rcu.synchronize();
-    // SAFETY: unpublished above, and a grace period has passed; no thread
-    // reads the table any more.
-    let final_version = unsafe { Box::from_raw(final_table) }.version;
-
+    let shared = Arc::into_inner(shared).expect("every thread was joined");
+    let lookups = shared.lookups.load(Ordering::Relaxed);
     let violations = shared.violations.load(Ordering::Relaxed);
-    println!(
-        "done: {} lookups, {} synchronous + {} polled updates, {} grace periods, \
-         final table version {}, violations {}",
-        shared.lookups.load(Ordering::Relaxed),
+    let (updates_sync, updates_polled) = (
         shared.updates_sync.load(Ordering::Relaxed),
         shared.updates_polled.load(Ordering::Relaxed),
-        shared.rcu.completed_grace_periods(),
-        final_version,
-        violations
+    );
+    let grace_periods = shared.rcu.completed_grace_periods();
+    // Owning the cell means no reader borrows it: no grace period needed.
+    let final_version = shared.table.into_inner().version;
+
+    println!(
+        "done: {lookups} lookups, {updates_sync} synchronous + {updates_polled} polled updates, \
+         {grace_periods} grace periods, final table version {final_version}, violations {violations}"
     );
     if violations != 0 {
         eprintln!("FAILED: a reader saw a freed table");

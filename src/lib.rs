@@ -24,11 +24,14 @@
 //! assert_eq!(rcu.stats().pending(), 0);
 //! ```
 //!
-//! Beyond [`RcuCell`]: [`Rcu::synchronize`] waits for a grace period (every
-//! read-side section that began before it has ended); [`Rcu::start_poll`]
-//! and [`Rcu::poll`] poll for one without blocking; [`Rcu::call`] runs any
-//! closure on the domain's callback workers after a grace period, and
-//! [`Rcu::barrier`] waits for the callbacks queued so far. [`Rcu`] documents
+//! Beyond [`RcuCell`] (and [`RcuOptionCell`], which may be empty):
+//! [`Rcu::synchronize`] waits for a grace period (every read-side section
+//! that began before it has ended); [`Rcu::start_poll`] and [`Rcu::poll`]
+//! poll for one without blocking; [`Rcu::call`] runs any closure on the
+//! domain's callback workers after a grace period, and [`Rcu::barrier`]
+//! waits for the callbacks queued so far. Async code awaits
+//! [`Rcu::synchronize_async`], [`Rcu::cond_synchronize_async`] and
+//! [`Rcu::barrier_async`] instead of blocking a runtime thread. [`Rcu`] documents
 //! which thread runs what; [`Builder`] configures a domain, including its
 //! memory bound ([`Builder::high_water`]).
 //!
@@ -49,7 +52,8 @@
 //! | module | mechanism | checked by |
 //! |---|---|---|
 //! | `domain`, `domain::builder` | the [`Rcu`] handle, its lifetime and shutdown, the starting of worker threads; [`Builder`] | `domain_drop_joins_engine`, `shutdown_runs_pending_callbacks` |
-//! | `cell` | [`RcuCell`] | `rcu_cell_replace_and_read` |
+//! | `domain::futures` | the async waits: [`GracePeriod`], [`Barrier`] | `waker_registers_while_gp_completes`, `barrier_async_wakes_after_callbacks` |
+//! | `cell` | [`RcuCell`], [`RcuOptionCell`], [`Unpublished`]: thin layers over one core (`cell::raw`) | `rcu_cell_replace_and_read`, `compare_exchange_races_update_and_reader` |
 //! | `stats` | [`Stats`] | integration tests |
 //! | `nocb` | the callback machinery's state and lifecycle | the models below |
 //! | `nocb::env` | what the machinery is handed: readers, grace periods, a way to start threads | — |
@@ -63,6 +67,7 @@
 //! | `nocb::worker` | the GP-worker and CB-worker loops | `enqueue_races_gp_worker_sleep`, `gp_completed_by_synchronize` |
 //! | `nocb::barrier` | `barrier()` | `concurrent_barriers_share_work` |
 //! | `gp` | the grace-period engine: batching, polling, the engine thread | `concurrent_synchronize_share_gp`, `poll_never_early` |
+//! | `wait` | the wakers of tasks awaiting a grace period | `waker_registers_while_gp_completes`, `waker_replaced_between_polls` |
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers` |
 //! | `segcblist`, `callback`, `seq` | the segmented callback list, callback storage, sequence numbers | property and unit tests |
 //! | `sync` | the facade: real or model primitives, the clock, the fence pair, `membarrier(2)` | — |

@@ -112,11 +112,14 @@ impl<T: ?Sized + Send + Sync + 'static> Unpublished<T> {
     }
 
     /// The value in its `Box` if the grace period has elapsed, else the
-    /// handle back. Never waits.
+    /// handle back. Never waits; when it returns the handle, it has made
+    /// sure the grace period will run (the domain's engine thread runs it,
+    /// as after [`Rcu::start_poll`]), so polling again later succeeds.
     pub fn try_into_box(mut self) -> Result<Box<T>, Self> {
         if self.rcu.poll(self.cookie) {
             Ok(self.give_back())
         } else {
+            self.rcu.request_grace_period(self.cookie);
             Err(self)
         }
     }

@@ -41,7 +41,7 @@ impl Rcu {
     ///
     /// Unlike the blocking form, it may be made anywhere, even inside a
     /// read-side section or a callback of the domain. But a task that holds
-    /// a [`ReadGuard`] of the domain across the `.await` waits for ever: the
+    /// a [`ReadGuard`](crate::ReadGuard) of the domain across the `.await` waits for ever: the
     /// grace period waits for that guard's section. (`ReadGuard` is not
     /// `Send`, so a guard can be held across an `.await` only in a task
     /// that stays on one thread, such as `tokio::task::spawn_local`; there,
@@ -94,8 +94,7 @@ impl Rcu {
     /// If `cookie` came from another domain, or if the engine thread must
     /// be started and the operating system refuses to create a thread.
     pub fn cond_synchronize_async(&self, cookie: GpCookie) -> GracePeriod {
-        self.check_cookie(cookie);
-        self.with_env(|env| env.request_gp(cookie.seq));
+        self.request_grace_period(cookie);
         GracePeriod::new(self.clone(), cookie.seq)
     }
 

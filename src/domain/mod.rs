@@ -517,6 +517,13 @@ impl Rcu {
         }
     }
 
+    /// Make sure the grace period `cookie` names runs, without waiting for
+    /// it (the second half of [`start_poll`](Rcu::start_poll)).
+    pub(crate) fn request_grace_period(&self, cookie: GpCookie) {
+        self.check_cookie(cookie);
+        self.with_env(|env| env.request_gp(cookie.seq));
+    }
+
     fn check_cookie(&self, cookie: GpCookie) {
         assert_eq!(
             cookie.domain,
