@@ -44,6 +44,10 @@ More tables when their benches ran:
 * bypass on/off: each `callbacks/*_nobypass/...` group (rcu-offload with
   `nobypass_limit(usize::MAX)`) next to the same group with default settings,
   and the speed-up the bypass gives (median of per-run ratios).
+* cell: the writer's pace in the `cell/load/readers=N` groups, read from
+  the `cell: writer: ` lines the cell bench prints (replacements per second
+  during the timed lookups, and per lookup of one reader; median over runs):
+  the peers' writers do not run at the same pace.
 * callbacks/flood: read from the JSON lines the flood children write
   (`RCU_FLOOD_JSON`, one file per run): sustained rate, the callbacks' own
   limit, their ratio (per run, then the median), the `inline` reference (the
@@ -106,6 +110,17 @@ NOTES = [
      "callbacks is not timed"),
     ("callbacks/latency", "median time from call() to the callback running, one call "
      "every 200 µs (median over samples of each sample's median)"),
+    ("cell/load/idle", "time per lookup (enter a read-side section, load the pointer, read "
+     "the 32-byte value, leave), one reader thread, no writer"),
+    ("cell/load/readers=1", "time per lookup, one reader thread, while a writer thread "
+     "replaces the value as fast as it can (its rate: see the writer table)"),
+    ("cell/load/readers=2", "time per lookup of one thread: wall time from a start gate "
+     "until both reader threads have done N lookups each, divided by N, while a writer "
+     "replaces the value (3 busy threads on the 2-core machine)"),
+    ("cell/store", "time per replacement (publish a new 32-byte value, retire the old "
+     "one), one writer thread, no readers, sustained: after criterion's warm-up, nothing "
+     "drained between samples (rcu-offload's writer blocks above the domain's high water "
+     "mark, 100,000 pending callbacks by default)"),
 ]
 
 
@@ -418,6 +433,39 @@ def high_water_table(rows, m, mps):
 
 
 ALLOCATOR_PREFIX = "callbacks: allocator: "
+CELL_WRITER_PREFIX = "cell: writer: "
+
+
+def cell_writers_of(log):
+    """{(group, entry): (M replacements/s, replacements per lookup)} from the
+    `cell: writer: ` lines the cell bench printed in this run."""
+    out = {}
+    for line in Path(log).read_text(errors="replace").splitlines():
+        if not line.startswith(CELL_WRITER_PREFIX):
+            continue
+        fields = [f.strip() for f in line[len(CELL_WRITER_PREFIX):].split("|")]
+        try:
+            out[(fields[0], fields[1])] = (float(fields[2].split()[0]),
+                                           float(fields[3].split()[0]))
+        except (IndexError, ValueError):
+            continue
+    return out
+
+
+def cell_writer_table(writer_runs):
+    """The cell bench's writer pace during its load groups' timed windows."""
+    keys = sorted({k for r in writer_runs for k in r}, key=lambda k: (k[0], k[1] != OURS, k[1]))
+    if not keys:
+        return
+    print(f"\ncell: the writer during the timed lookups (median of {len(writer_runs)} runs; "
+          "replacements per second, and per lookup of one reader)\n")
+    print("| group | entry | writer rate | replacements per lookup | per-run rates |")
+    print("|---|---|---|---|---|")
+    for k in keys:
+        rates = [r[k][0] for r in writer_runs if k in r]
+        per = [r[k][1] for r in writer_runs if k in r]
+        print(f"| {k[0]} | {k[1]} | {med(rates):.2f} M/s | {med(per):.3f} | "
+              f"{', '.join(f'{x:.2f}' for x in rates)} |")
 
 
 def allocator_of(log):
@@ -473,7 +521,7 @@ def main():
                      (args.flood_variants, "RCU_FLOOD_VARIANTS")):
         if opt:
             env[var] = opt
-    runs, flood_runs, allocators = [], [], []
+    runs, flood_runs, allocators, cell_writers = [], [], [], []
     for i in range(args.runs):
         cmd = ["cargo", "bench", "-p", "rcu-offload-benches"]
         if args.features:
@@ -491,6 +539,7 @@ def main():
         with open(log, "w") as out:
             subprocess.run(cmd, cwd=ROOT, check=True, stdout=out, env=env)
         allocators.append(allocator_of(log))
+        cell_writers.append(cell_writers_of(log))
         runs.append(collect())
         if flood_file.exists():
             flood_runs.append([json.loads(line) for line in flood_file.read_text().splitlines()
@@ -524,6 +573,7 @@ def main():
     burst_vs_sustained(runs)
     bypass_table(runs)
     flood_table(flood_runs)
+    cell_writer_table([w for w in cell_writers if w])
 
 
 def summary(runs, groups, entries):

@@ -365,6 +365,14 @@ fn prune_exited(records: &mut Vec<RecordRef>) {
 ///
 /// Guards nest freely and may be dropped in any order. A guard is `!Send` and
 /// `!Sync`: a read-side section belongs to the thread that opened it.
+///
+/// In async code that means a guard can be held across an `.await` only in
+/// a task that stays on one thread (a single-thread executor, or
+/// `tokio::task::spawn_local`), and there every grace period of the domain,
+/// and so every callback, waits for as long as the task is suspended;
+/// awaiting [`synchronize_async`](crate::Rcu::synchronize_async) or
+/// [`barrier_async`](crate::Rcu::barrier_async) of the same domain under it
+/// never completes. Load what you need in a scope without `.await`.
 #[must_use = "a read-side section ends as soon as its guard is dropped"]
 pub struct ReadGuard<'a> {
     state: &'a ReadState,

@@ -121,6 +121,13 @@ impl Core {
 ///   block, until the callback workers have caught up.
 /// * [`barrier`](Rcu::barrier) blocks the caller until the callback workers
 ///   have run every earlier callback.
+/// * [`synchronize_async`](Rcu::synchronize_async),
+///   [`cond_synchronize_async`](Rcu::cond_synchronize_async) and
+///   [`barrier_async`](Rcu::barrier_async) never block: their futures are
+///   woken by the thread that ends the grace period (the engine thread or a
+///   `synchronize()` caller) or by the callback worker that runs the
+///   barrier's last internal callback; the waker runs there, outside every
+///   lock of the domain.
 ///
 /// # Limits
 ///
