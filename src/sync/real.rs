@@ -24,17 +24,18 @@ pub(crate) fn default_shards(max: usize) -> usize {
 /// The CPU the calling thread runs on, if the system says (`sched_getcpu`,
 /// which glibc 2.35 and later answer from the thread's rseq area without a
 /// system call). The answer may be stale as soon as it is given: callers
-/// use it as a locality hint only.
+/// use it as a locality hint only. Under Miri, which cannot call it, the
+/// answer is "unknown" (callers fall back to a per-thread choice).
 #[inline]
 pub(crate) fn current_cpu() -> Option<usize> {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(miri)))]
     {
         // SAFETY: `sched_getcpu` takes no arguments and touches no memory
         // of ours; it returns -1 (with errno set) when it cannot tell.
         let cpu = unsafe { libc::sched_getcpu() };
         usize::try_from(cpu).ok()
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(not(all(target_os = "linux", not(miri))))]
     {
         None
     }
