@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcu_offload::{Rcu, RcuCell, Stats};
+use rcu_offload::{Rcu, RcuCell};
 
 const LIVE: u64 = 0x5afe_5afe_5afe_5afe;
 const FREED: u64 = 0xdead_dead_dead_dead;
@@ -205,28 +205,6 @@ async fn update(svc: Arc<Service>) -> u64 {
     version
 }
 
-fn compact(s: &Stats) -> String {
-    let shards: Vec<String> = s
-        .shards
-        .iter()
-        .map(|x| format!("{}/{}/{}", x.queued, x.invoked, x.pending))
-        .collect();
-    format!(
-        "shards q/i/p [{}]  barrier cbs {}  bypassed {}  gps {}  wakeups gp {} cb {}  \
-         deferred {} by timer {}  throttled {}  panics {}",
-        shards.join(" "),
-        s.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(),
-        s.shards.iter().map(|x| x.bypass_queued).sum::<u64>(),
-        s.grace_periods,
-        s.gp_worker_wakeups,
-        s.cb_worker_wakeups(),
-        s.deferred_wakes,
-        s.timer_wakes,
-        s.throttled,
-        s.panics
-    )
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -285,7 +263,7 @@ async fn main() {
         served as f64 / elapsed,
         versions as f64 / elapsed,
     );
-    println!("      {}", compact(&stats));
+    println!("      {stats}");
 
     assert_eq!(violations, 0, "requests saw a freed or inconsistent table");
     assert!(versions > 0, "the updater published nothing");

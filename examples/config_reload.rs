@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rcu_offload::{Rcu, RcuCell, ShardChoice, Stats};
+use rcu_offload::{Rcu, RcuCell, ShardChoice};
 
 const LIVE: u64 = 0x5afe_c0f1_95af_ec0f;
 const DROPPED: u64 = 0xdead_dead_dead_dead;
@@ -242,31 +242,6 @@ fn writer(shared: &Arc<Shared>) {
     }
 }
 
-/// `q/i/p` (queued/invoked/pending) per shard, the internal callbacks of
-/// `barrier()` (counted in invoked and pending, not in queued), grace periods
-/// and worker wakeups.
-fn compact(s: &Stats) -> String {
-    let shards: Vec<String> = s
-        .shards
-        .iter()
-        .map(|x| format!("{}/{}/{}", x.queued, x.invoked, x.pending))
-        .collect();
-    format!(
-        "shards q/i/p [{}]  barrier cbs {}  bypassed {}  gps {}  wakeups gp {} cb {}  \
-         deferred {} by timer {}  throttled {}  panics {}",
-        shards.join(" "),
-        s.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(),
-        s.shards.iter().map(|x| x.bypass_queued).sum::<u64>(),
-        s.grace_periods,
-        s.gp_worker_wakeups,
-        s.cb_worker_wakeups(),
-        s.deferred_wakes,
-        s.timer_wakes,
-        s.throttled,
-        s.panics
-    )
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let seconds: f64 = args.next().map_or(3.0, |s| s.parse().expect("seconds"));
@@ -323,7 +298,7 @@ fn main() {
             (r - last_reads) as f64 / dt,
             (u - last_updates) as f64 / dt,
             DROPS.load(Ordering::Relaxed),
-            compact(&shared.rcu.stats()),
+            shared.rcu.stats(),
         );
         (last_reads, last_updates, last_t) = (r, u, now);
     }
@@ -369,7 +344,7 @@ fn main() {
         shared.reads.load(Ordering::Relaxed),
         shared.full_checks.load(Ordering::Relaxed),
     );
-    println!("      {}", compact(&stats));
+    println!("      {stats}");
     if !failures.is_empty() {
         for f in &failures {
             eprintln!("FAILED: {f}");

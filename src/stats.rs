@@ -82,6 +82,43 @@ impl Stats {
 /// Read `nocb`'s counters, then the engine's count of grace periods
 /// (`grace_periods`), last: every callback counted as invoked had its grace
 /// period counted.
+/// The compact one-line form: `q/i/p` (queued/invoked/pending) per shard,
+/// then the internal callbacks of barriers (counted in invoked and pending,
+/// not in queued), the callbacks that went through a bypass, grace periods,
+/// worker wakeups, deferred and timer wakes, throttled calls and callback
+/// panics.
+///
+/// ```
+/// let rcu = rcu_offload::Rcu::builder().shards(2).build().unwrap();
+/// rcu.call(|| ());
+/// rcu.barrier();
+/// let line = rcu.stats().to_string();
+/// assert!(line.starts_with("shards q/i/p ["), "{line}");
+/// ```
+impl std::fmt::Display for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("shards q/i/p [")?;
+        for (i, x) in self.shards.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{}/{}/{}", x.queued, x.invoked, x.pending)?;
+        }
+        write!(
+            f,
+            "]  barrier cbs {}  bypassed {}  gps {}  wakeups gp {} cb {}  \
+             deferred {} by timer {}  throttled {}  panics {}",
+            self.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(),
+            self.shards.iter().map(|x| x.bypass_queued).sum::<u64>(),
+            self.grace_periods,
+            self.gp_worker_wakeups,
+            self.cb_worker_wakeups(),
+            self.deferred_wakes,
+            self.timer_wakes,
+            self.throttled,
+            self.panics
+        )
+    }
+}
+
 pub(crate) fn collect(nocb: &Nocb, grace_periods: impl FnOnce() -> u64) -> Stats {
     let shards = nocb
         .shards

@@ -14,6 +14,8 @@
 //! premature completion a chance to show.
 #![cfg(not(any(loom, shuttle)))]
 
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +24,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
+use common::within;
 use rcu_offload::{Rcu, RcuCell, ReadGuard};
 use tokio::sync::Semaphore;
 
@@ -116,29 +119,6 @@ fn test_waker() -> (Arc<TestWaker>, Waker, mpsc::Receiver<()>) {
 fn recv_wake(rx: &mpsc::Receiver<()>, what: &str) {
     if let Err(e) = rx.recv_timeout(LIVENESS) {
         panic!("{what} was not woken within {LIVENESS:?}: {e:?}");
-    }
-}
-
-/// Run `f` on a helper thread, failing the test if it has not returned
-/// within [`LIVENESS`] (for what could block the calling thread itself,
-/// where no async timeout can fire).
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(LIVENESS) {
-        Ok(v) => {
-            handle.join().expect("helper thread");
-            v
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("helper finished without sending"),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("liveness bound exceeded: {what} did not finish within {LIVENESS:?}")
-        }
     }
 }
 

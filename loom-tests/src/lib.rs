@@ -290,3 +290,17 @@ impl Plain {
         self.0.with(|p| unsafe { *p })
     }
 }
+
+/// A cell value that poisons its own marker (an `Arc` of its own, which a
+/// reader can keep looking at) when dropped: a value freed too early shows
+/// as [`POISON`] rather than as a use after free.
+pub struct Versioned {
+    /// The marker; [`POISON`] once the value is dropped.
+    pub marker: Arc<AtomicUsize>,
+}
+
+impl Drop for Versioned {
+    fn drop(&mut self) {
+        self.marker.store(POISON, Ordering::Relaxed);
+    }
+}

@@ -15,7 +15,7 @@ use loom::thread;
 use rcu_offload::model::ModelBuilder;
 use rcu_offload::{Rcu, RcuCell};
 use rcu_offload_loom_tests::{
-    model, one_shard, run_until, Bound, Done, Objects, Plain, Ran, POISON,
+    model, one_shard, run_until, Bound, Done, Objects, Plain, Ran, Versioned, POISON,
 };
 
 /// One shard, no throttling, and no wake rate-limiting: model time stands
@@ -220,17 +220,6 @@ fn shutdown_runs_pending_callbacks() {
         drop(rcu);
         assert_eq!(ran.load(Ordering::Relaxed), 2, "callbacks lost at shutdown");
     });
-}
-
-/// A value that poisons its own marker when dropped.
-struct Versioned {
-    marker: Arc<AtomicUsize>,
-}
-
-impl Drop for Versioned {
-    fn drop(&mut self) {
-        self.marker.store(POISON, Ordering::Relaxed);
-    }
 }
 
 /// (6) `RcuCell`: a reader thread loads the value and keeps using it while

@@ -7,18 +7,7 @@ use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::model::ModelBuilder;
 use rcu_offload::RcuCell;
-use rcu_offload_loom_tests::{model, one_shard, Bound, POISON};
-
-/// A value that poisons its own marker when dropped.
-struct Versioned {
-    marker: Arc<AtomicUsize>,
-}
-
-impl Drop for Versioned {
-    fn drop(&mut self) {
-        self.marker.store(POISON, Ordering::Relaxed);
-    }
-}
+use rcu_offload_loom_tests::{model, one_shard, Bound, Versioned, POISON};
 
 /// A compare-and-exchange (main thread, inside a read-side section that
 /// also reads the value it expects) races an `update` on another thread,
