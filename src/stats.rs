@@ -79,9 +79,6 @@ impl Stats {
     }
 }
 
-/// Read `nocb`'s counters, then the engine's count of grace periods
-/// (`grace_periods`), last: every callback counted as invoked had its grace
-/// period counted.
 /// The compact one-line form: `q/i/p` (queued/invoked/pending) per shard,
 /// then the internal callbacks of barriers (counted in invoked and pending,
 /// not in queued), the callbacks that went through a bypass, grace periods,
@@ -119,6 +116,9 @@ impl std::fmt::Display for Stats {
     }
 }
 
+/// Read `nocb`'s counters, then the engine's count of grace periods
+/// (`grace_periods`), last: every callback counted as invoked had its grace
+/// period counted.
 pub(crate) fn collect(nocb: &Nocb, grace_periods: impl FnOnce() -> u64) -> Stats {
     let shards = nocb
         .shards

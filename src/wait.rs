@@ -5,8 +5,11 @@
 //! and keeps until it completes or is dropped; whoever completes a grace
 //! period wakes every registered waker whose target is reached. Nobody
 //! polls and no thread blocks per waiting future: the thread that ends the
-//! grace period (the engine thread, or a `synchronize()` caller) does the
-//! waking, after it has left the grace-period lock.
+//! grace period (the engine thread; a `synchronize()`, `cond_synchronize()`
+//! or `Unpublished::into_box` caller; or a GP worker that runs its own grace
+//! periods because the engine thread could not be started) does the waking,
+//! after it has left the grace-period lock. A waker that panics is
+//! contained ([`wake_contained`]).
 //!
 //! # Invariant: no lost wake-up
 //!
@@ -83,14 +86,19 @@ impl WakerTable {
         waker: &Waker,
         reached: impl Fn() -> bool,
     ) -> bool {
+        // Cloned, and the replaced waker dropped, outside the lock: both
+        // are the executor's code, which may drop a task whose own future
+        // releases a slot of this table.
+        let mut fresh = Some(waker.clone());
+        let replaced;
         {
             let mut t = self.table.lock();
             let t = &mut *t;
-            match key {
+            replaced = match key {
                 None => {
                     let entry = Entry::Waiting {
                         target,
-                        waker: waker.clone(),
+                        waker: fresh.take().expect("cloned above"),
                     };
                     let i = match t.free.pop() {
                         Some(i) => {
@@ -104,24 +112,32 @@ impl WakerTable {
                     };
                     *key = Some(WaitKey(i));
                     self.registered.fetch_add(1, Ordering::Relaxed);
+                    None
                 }
                 Some(WaitKey(i)) => match &mut t.slots[*i] {
                     Entry::Waiting { waker: stored, .. } => {
                         if !stored.will_wake(waker) && !mutant!(WaiterKeepsOldWaker) {
-                            *stored = waker.clone();
+                            Some(std::mem::replace(
+                                stored,
+                                fresh.take().expect("cloned above"),
+                            ))
+                        } else {
+                            None
                         }
                     }
                     slot @ Entry::Woken => {
                         *slot = Entry::Waiting {
                             target,
-                            waker: waker.clone(),
+                            waker: fresh.take().expect("cloned above"),
                         };
                         self.registered.fetch_add(1, Ordering::Relaxed);
+                        None
                     }
                     Entry::Vacant => unreachable!("a WaitKey names a vacant slot"),
                 },
-            }
+            };
         }
+        drop((fresh, replaced));
         // Pairs with the completer's fence in `wake_reached`.
         if !mutant!(WaiterNoFence) {
             fence(Ordering::SeqCst);
@@ -185,7 +201,21 @@ impl WakerTable {
             self.registered.fetch_sub(due.len(), Ordering::Relaxed);
         }
         for w in due {
-            w.wake();
+            wake_contained(w);
         }
+    }
+}
+
+/// Wake `w`, containing a panic of the executor's wake (or of the waker's
+/// drop): the thread waking it (the engine, a GP or CB worker, or another
+/// task's caller) carries on, and so do the other wakes it owes. The task
+/// whose waker panicked may never be polled again; that is reported on
+/// stderr.
+pub(crate) fn wake_contained(w: Waker) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+        eprintln!(
+            "rcu_offload: a task's Waker::wake panicked while an async grace period or \
+             barrier woke it; the panic was contained, and that task may never be polled again"
+        );
     }
 }

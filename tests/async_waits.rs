@@ -820,3 +820,63 @@ fn last_handle_dropped_by_a_waker_on_a_callback_worker() {
         rcu.barrier_async()
     });
 }
+
+/// A waker whose `wake` panics.
+struct Panics;
+
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        panic!("deliberate panic in Waker::wake");
+    }
+}
+
+/// A panicking waker neither kills the thread that wakes it nor costs the
+/// other waiters their wake: both kinds of future, woken together with a
+/// panicking one, complete, and the domain keeps running grace periods and
+/// barriers (its engine and CB worker survived).
+#[test]
+fn a_panicking_waker_is_contained() {
+    let rcu = Rcu::new();
+    let bad = Waker::from(Arc::new(Panics));
+    let (_good, good_waker, good_rx) = test_waker();
+    // Grace periods: the panicking waker and a good one, due together.
+    let mut bad_gp = rcu.synchronize_async();
+    let mut good_gp = rcu.cond_synchronize_async(rcu.snapshot());
+    // Pending in practically every run; the checks hold either way.
+    let _ = poll_once(Pin::new(&mut bad_gp), &bad);
+    if poll_once(Pin::new(&mut good_gp), &good_waker).is_pending() {
+        recv_wake(&good_rx, "a grace-period waiter woken with a panicking one");
+    }
+    assert!(poll_once(Pin::new(&mut good_gp), &good_waker).is_ready());
+    drop((bad_gp, good_gp));
+    // Barriers: the same, on the CB worker.
+    rcu.call(|| thread::sleep(Duration::from_millis(5)));
+    let mut bad_barrier = rcu.barrier_async();
+    let mut good_barrier = rcu.barrier_async();
+    let _ = poll_once(Pin::new(&mut bad_barrier), &bad);
+    if poll_once(Pin::new(&mut good_barrier), &good_waker).is_pending() {
+        recv_wake(&good_rx, "a barrier waiter woken with a panicking one");
+    }
+    assert!(poll_once(Pin::new(&mut good_barrier), &good_waker).is_ready());
+    drop((bad_barrier, good_barrier));
+    // The engine and the CB worker still serve the domain.
+    within("synchronize_async after a panicking waker", {
+        let rcu = rcu.clone();
+        move || {
+            let (_w, waker, rx) = test_waker();
+            let mut gp = rcu.synchronize_async();
+            if poll_once(Pin::new(&mut gp), &waker).is_pending() {
+                recv_wake(&rx, "a later grace-period waiter");
+            }
+        }
+    });
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = Arc::clone(&ran);
+    rcu.call(move || r.store(true, Ordering::Relaxed));
+    within("barrier after a panicking waker", {
+        let rcu = rcu.clone();
+        move || rcu.barrier()
+    });
+    assert!(ran.load(Ordering::Relaxed));
+    drop_domain(rcu);
+}

@@ -52,7 +52,19 @@ pub use self::unpublished::Unpublished;
 /// [`RcuOptionCell`].
 ///
 /// `T: Send + Sync` because readers on any thread share the value and a
-/// worker thread drops it.
+/// worker thread drops it. The cell is invariant in `T` (as `Cell<T>` is),
+/// since it is written through a shared reference:
+///
+/// ```compile_fail
+/// use rcu_offload::{Rcu, RcuCell};
+/// fn keep(_: &'static String) {}
+/// fn noop(_: &String) {}
+/// let rcu = Rcu::new();
+/// let cell: RcuCell<for<'a> fn(&'a String)> = RcuCell::new(&rcu, noop);
+/// // Would let `keep` be stored where readers pass short-lived strings.
+/// let narrowed: &RcuCell<fn(&'static String)> = &cell;
+/// narrowed.store(keep as fn(&'static String));
+/// ```
 ///
 /// # Which thread runs what
 ///

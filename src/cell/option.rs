@@ -116,7 +116,8 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
     }
 
     /// Publish `f(current)` (`None` empties the cell); the old value, if
-    /// any, is retired. Writers are serialized, as for
+    /// any, is retired. A closure that only ever returns `None` must name
+    /// the type: `cell.update(|_| None::<T>)`. Writers are serialized, as for
     /// [`RcuCell::update`](crate::RcuCell::update), whose notes on the
     /// closure apply.
     ///

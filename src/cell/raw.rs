@@ -128,6 +128,10 @@ pub(super) unsafe fn retire_thin<T: ?Sized + Send + Sync + 'static>(rcu: &Rcu, p
     });
 }
 
+/// What a cell's marker stands for: it owns a `T` (`Box<T>`) and is
+/// invariant in it (`fn(&T) -> &T`); see [`RawCell`]'s field.
+type OwnsInvariant<T> = (Box<T>, fn(&T) -> &T);
+
 /// The shared core of [`RcuCell`](super::RcuCell) and
 /// [`RcuOptionCell`](super::RcuOptionCell).
 pub(super) struct RawCell<T: ?Sized> {
@@ -138,7 +142,13 @@ pub(super) struct RawCell<T: ?Sized> {
     /// lock, so `Relaxed` suffices to detect re-entry.
     writer_thread: AtomicUsize,
     pub(super) rcu: Rcu,
-    _owns: PhantomData<Box<T>>,
+    /// Owns a `T`, and is *invariant* in `T`: a cell is written through
+    /// `&self`, so a covariant one would let `&RcuCell<for<'a> fn(&'a X)>`
+    /// become `&RcuCell<fn(&'static X)>` and store a function that keeps
+    /// its argument for ever, which readers of the first type then call
+    /// with short-lived arguments (`fn(&T) -> &T` is what makes it
+    /// invariant; the raw `AtomicPtr<u8>` says nothing of `T`).
+    _owns: PhantomData<OwnsInvariant<T>>,
 }
 
 impl<T: ?Sized + Send + Sync + 'static> RawCell<T> {

@@ -115,6 +115,11 @@ impl<T: ?Sized + Send + Sync + 'static> Unpublished<T> {
     /// handle back. Never waits; when it returns the handle, it has made
     /// sure the grace period will run (the domain's engine thread runs it,
     /// as after [`Rcu::start_poll`]), so polling again later succeeds.
+    ///
+    /// # Panics
+    ///
+    /// If the engine thread must be started and the operating system
+    /// refuses to create a thread.
     pub fn try_into_box(mut self) -> Result<Box<T>, Self> {
         if self.rcu.poll(self.cookie) {
             Ok(self.give_back())

@@ -245,6 +245,12 @@ impl Drop for Barrier {
     }
 }
 
+// Like `Rcu` (see its impls): the state behind the future's lock never
+// runs user code under it, and the lock does not poison, so a panic caught
+// around a poll leaves it consistent.
+impl std::panic::UnwindSafe for Barrier {}
+impl std::panic::RefUnwindSafe for Barrier {}
+
 impl fmt::Debug for Barrier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Barrier").finish_non_exhaustive()

@@ -124,10 +124,13 @@ impl Core {
 /// * [`synchronize_async`](Rcu::synchronize_async),
 ///   [`cond_synchronize_async`](Rcu::cond_synchronize_async) and
 ///   [`barrier_async`](Rcu::barrier_async) never block: their futures are
-///   woken by the thread that ends the grace period (the engine thread or a
-///   `synchronize()` caller) or by the callback worker that runs the
+///   woken by the thread that ends the grace period (the engine thread, a
+///   `synchronize()` or `cond_synchronize()` caller, or a GP worker that
+///   runs its own grace periods because the engine thread could not be
+///   started) or by the callback worker that runs the
 ///   barrier's last internal callback; the waker runs there, outside every
-///   lock of the domain.
+///   lock of the domain (a panicking waker is contained and reported on
+///   stderr).
 ///
 /// # Limits
 ///

@@ -51,6 +51,7 @@ use crate::mutants::mutant;
 use crate::segcblist::DONE;
 use crate::seq;
 use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
+use crate::wait::wake_contained;
 
 use super::shard::Shard;
 use super::wake::{WakeOwed, Wakes};
@@ -109,9 +110,11 @@ impl Pending {
             };
             drop(st);
             self.cv.notify_all();
-            // Outside the lock: the waker is the executor's code.
+            // Outside the lock: the waker is the executor's code, and a
+            // panic in it must not stop the CB worker from counting down
+            // the other barriers it ran.
             if let Some(w) = waker {
-                w.wake();
+                wake_contained(w);
             }
         }
     }
@@ -128,14 +131,20 @@ impl BarrierWait {
     /// `true` once every callback the barrier waits for has run; otherwise
     /// `waker` (replacing any earlier one) is woken when they have.
     pub(crate) fn poll(&self, waker: &Waker) -> bool {
+        // Cloned, and the replaced waker dropped, outside the lock (the
+        // executor's code; see wait.rs).
+        let fresh = waker.clone();
         let mut st = self.0.state.lock();
         if st.remaining == 0 {
+            drop(st);
             return true;
         }
-        match &mut st.waker {
-            Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
+        let replaced = match &mut st.waker {
+            Some(w) if w.will_wake(waker) => None,
+            slot => slot.replace(fresh),
+        };
+        drop(st);
+        drop(replaced);
         false
     }
 
