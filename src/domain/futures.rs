@@ -37,7 +37,11 @@ impl Rcu {
     /// caller) wakes the task. Concurrent waiters, blocking or async, share
     /// grace periods. The future holds a handle of the domain, so it is
     /// `Send + 'static` (it can be `tokio::spawn`ed) and keeps the domain
-    /// alive; dropping it before it completes leaves nothing behind.
+    /// alive; dropping it before it completes leaves nothing behind. If it
+    /// holds the domain's last handle, dropping it shuts the domain down on
+    /// that thread, as dropping any last handle does (blocking until the
+    /// pending callbacks have run): keep a handle elsewhere, outside the
+    /// runtime's tasks, if that must not happen on a runtime thread.
     ///
     /// Unlike the blocking form, it may be made anywhere, even inside a
     /// read-side section or a callback of the domain. But a task that holds
