@@ -1035,13 +1035,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `benches/report.py` reads.
 fn main() {
     flood::child_main_if_requested();
-    if !std::env::args().any(|a| a == "--list") {
-        println!(
-            "{}{}",
-            rcu_offload_benches::ALLOCATOR_LINE_PREFIX,
-            rcu_offload_benches::allocator()
-        );
-    }
+    rcu_offload_benches::print_allocator_line();
     benches();
     flood::run_from_bench(rcu_offload_benches::liburcu_available());
     Criterion::default().configure_from_args().final_summary();

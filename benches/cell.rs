@@ -506,13 +506,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// process uses (checked, see [`rcu_offload_benches::allocator`]), which
 /// `benches/report.py` reads.
 fn main() {
-    if !std::env::args().any(|a| a == "--list") {
-        println!(
-            "{}{}",
-            rcu_offload_benches::ALLOCATOR_LINE_PREFIX,
-            rcu_offload_benches::allocator()
-        );
-    }
+    rcu_offload_benches::print_allocator_line();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

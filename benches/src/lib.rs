@@ -76,6 +76,15 @@ impl std::fmt::Display for AllocatorReport {
     }
 }
 
+/// Print the line saying which allocator serves the process (read by
+/// `benches/report.py`), unless criterion was only asked to `--list` the
+/// benches.
+pub fn print_allocator_line() {
+    if !std::env::args().any(|a| a == "--list") {
+        println!("{ALLOCATOR_LINE_PREFIX}{}", allocator());
+    }
+}
+
 /// Checks where a fresh Rust `Box` and a C `malloc(64)` (made by the shim)
 /// come from. Without the `mimalloc` feature nothing in the process links
 /// mimalloc, so both are glibc's (Rust's `System` allocator is `malloc`).

@@ -299,6 +299,23 @@ pub struct Versioned {
     pub marker: Arc<AtomicUsize>,
 }
 
+impl Versioned {
+    /// `n` live markers (1, 2, ... n), and a cell value for the first.
+    pub fn markers(n: usize) -> (Vec<Arc<AtomicUsize>>, Versioned) {
+        let markers: Vec<Arc<AtomicUsize>> =
+            (1..=n).map(|i| Arc::new(AtomicUsize::new(i))).collect();
+        let first = Versioned::of(&markers[0]);
+        (markers, first)
+    }
+
+    /// A value poisoning `marker` when dropped.
+    pub fn of(marker: &Arc<AtomicUsize>) -> Versioned {
+        Versioned {
+            marker: marker.clone(),
+        }
+    }
+}
+
 impl Drop for Versioned {
     fn drop(&mut self) {
         self.marker.store(POISON, Ordering::Relaxed);

@@ -237,14 +237,8 @@ fn rcu_cell_replace_and_read() {
             .caller_runs_callbacks()
             .build()
             .unwrap();
-        let markers: Vec<Arc<AtomicUsize>> =
-            (1..=3).map(|i| Arc::new(AtomicUsize::new(i))).collect();
-        let cell = Arc::new(RcuCell::new(
-            &rcu,
-            Versioned {
-                marker: markers[0].clone(),
-            },
-        ));
+        let (markers, first) = Versioned::markers(3);
+        let cell = Arc::new(RcuCell::new(&rcu, first));
         let reader = {
             let (rcu, cell) = (rcu.clone(), cell.clone());
             thread::spawn(move || {

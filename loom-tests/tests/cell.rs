@@ -2,7 +2,7 @@
 //! compare-and-exchange races an update and a reader.
 #![cfg(loom)]
 
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::Ordering;
 use loom::sync::Arc;
 use loom::thread;
 use rcu_offload::model::ModelBuilder;
@@ -28,14 +28,8 @@ fn compare_exchange_races_update_and_reader() {
             .inline_grace_periods()
             .build()
             .unwrap();
-        let markers: Vec<Arc<AtomicUsize>> =
-            (1..=3).map(|i| Arc::new(AtomicUsize::new(i))).collect();
-        let cell = Arc::new(RcuCell::new(
-            &rcu,
-            Versioned {
-                marker: markers[0].clone(),
-            },
-        ));
+        let (markers, first) = Versioned::markers(3);
+        let cell = Arc::new(RcuCell::new(&rcu, first));
         let updater = {
             let (cell, third) = (cell.clone(), markers[2].clone());
             thread::spawn(move || {
