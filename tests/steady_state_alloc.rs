@@ -123,8 +123,14 @@ fn a_warm_flood_of_inline_callbacks_allocates_nothing() {
     let during = ALLOCS.load(Relaxed) - before;
     rcu.barrier();
     assert_eq!(RAN.load(Relaxed), warm + N, "every callback ran");
-    assert_eq!(
-        during, 0,
+    // Zero in practically every run. A block (30 callbacks) is allocated
+    // when scheduling makes a peak the warm-up never reached: a CI run with
+    // a second heavy process on the machine saw one such block during the
+    // measured flood (1 of the 33,334 blocks a million callbacks fill). A
+    // pool that recycles nothing allocates one per block (a pool limited
+    // to 64 blocks: 32,509), so the bound keeps the test's power.
+    assert!(
+        during <= 2,
         "{during} allocations while {N} inline callbacks were queued, handed \
          over and run"
     );
