@@ -32,7 +32,7 @@ use crate::reader::ReadGuard;
 
 pub use self::error::CompareExchangeError;
 pub use self::option::RcuOptionCell;
-use self::raw::{from_thin, into_thin, retire_thin, thin_mut, thin_ref, RawCell};
+use self::raw::{from_thin, into_thin, thin_mut, thin_ref, RawCell};
 pub use self::unpublished::Unpublished;
 
 /// An RCU-protected pointer: readers [`load`](RcuCell::load) the current
@@ -154,9 +154,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
     /// same cell (it would deadlock).
     pub fn store(&self, value: impl Into<Box<T>>) {
         let old = self.raw.exchange(into_thin(value.into()), "RcuCell::store");
-        // SAFETY: `old` came from `into_thin::<T>`, was just unpublished
-        // under the writer lock, and is ours alone.
-        unsafe { retire_thin::<T>(&self.raw.rcu, old) };
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.retire(old) };
     }
 
     /// Publish `value` and return the old value as an [`Unpublished`]: read
@@ -172,9 +172,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
         let old = self
             .raw
             .exchange(into_thin(value.into()), "RcuCell::replace");
-        // SAFETY: `old` came from `into_thin::<T>`, is non-null, was just
-        // unpublished under the writer lock, and is ours to give.
-        unsafe { Unpublished::new(&self.raw.rcu, old) }
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        present(unsafe { self.raw.hand_back(old) })
     }
 
     /// Publish `f(current)`; the old value is dropped on a callback worker
@@ -223,9 +223,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
                 Ok((into_thin(new.into()), r))
             });
         let Ok((old, r)) = result;
-        // SAFETY: `old` came from `into_thin::<T>`, was just unpublished
-        // under the writer lock, and is ours alone.
-        unsafe { retire_thin::<T>(&self.raw.rcu, old) };
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.retire(old) };
         r
     }
 
@@ -254,9 +254,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
             let new = f(unsafe { thin_ref::<T>(cur) })?;
             Ok((into_thin(new.into()), ()))
         })?;
-        // SAFETY: `old` came from `into_thin::<T>`, is non-null, was just
-        // unpublished under the writer lock, and is ours to give.
-        Ok(unsafe { Unpublished::new(&self.raw.rcu, old) })
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        Ok(present(unsafe { self.raw.hand_back(old) }))
     }
 
     /// Publish `new` if the cell still holds `current` (by identity: the
@@ -293,9 +293,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
         let new = into_thin(new.into());
         let addr = (current as *const T).cast::<u8>();
         match self.raw.compare_exchange(Some(addr), new) {
-            // SAFETY: `old` came from `into_thin::<T>`, is non-null, was
-            // just unpublished under the writer lock, and is ours to give.
-            Ok(old) => Ok(unsafe { Unpublished::new(&self.raw.rcu, old) }),
+            // SAFETY: `old` left the cell in this exchange, under the
+            // writer lock, and is ours alone.
+            Ok(old) => Ok(present(unsafe { self.raw.hand_back(old) })),
             Err(cur) => Err(CompareExchangeError {
                 // SAFETY: `cur` was published when read; `guard` is a live
                 // section of the cell's domain (checked above) that began
@@ -336,16 +336,19 @@ impl<T: ?Sized + Send + Sync + 'static> RcuCell<T> {
     }
 }
 
+/// The handle of a value that left an `RcuCell`, which never holds null.
+fn present<T: ?Sized + Send + Sync + 'static>(old: Option<Unpublished<T>>) -> Unpublished<T> {
+    old.expect("an RcuCell always holds a value")
+}
+
 impl<T: ?Sized + Send + Sync + 'static> Drop for RcuCell<T> {
     fn drop(&mut self) {
         let p = self.raw.take_mut();
-        if !p.is_null() {
-            // Readers may still hold the value (a cell dropped by another
-            // thread than theirs): retire it like any old value.
-            // SAFETY: `p` came from `into_thin::<T>` and is no longer
-            // published (the cell is going away), and it is ours.
-            unsafe { retire_thin::<T>(&self.raw.rcu, p) };
-        }
+        // Readers may still hold the value (a cell dropped by another
+        // thread than theirs): retire it like any old value.
+        // SAFETY: `p` left the cell by `take_mut` (the cell is going away)
+        // and is ours.
+        unsafe { self.raw.retire(p) };
     }
 }
 

@@ -8,7 +8,7 @@ use crate::domain::Rcu;
 use crate::reader::ReadGuard;
 
 use super::error::CompareExchangeError;
-use super::raw::{from_thin, into_thin, retire_thin, thin_mut, thin_ref, RawCell};
+use super::raw::{from_thin, into_thin, thin_mut, thin_ref, RawCell};
 use super::unpublished::Unpublished;
 
 /// An RCU-protected pointer that may be empty: [`RcuCell`](crate::RcuCell)
@@ -88,7 +88,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
         let old = self
             .raw
             .exchange(into_thin(value.into()), "RcuOptionCell::store");
-        self.retire(old);
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.retire(old) };
     }
 
     /// Publish `value` and return the old value, if any, as an
@@ -101,7 +103,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
         let old = self
             .raw
             .exchange(into_thin(value.into()), "RcuOptionCell::replace");
-        self.hand_back(old)
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.hand_back(old) }
     }
 
     /// Empty the cell and return the old value, if any, as an
@@ -112,7 +116,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
     /// As [`store`](RcuOptionCell::store).
     pub fn take(&self) -> Option<Unpublished<T>> {
         let old = self.raw.exchange(ptr::null_mut(), "RcuOptionCell::take");
-        self.hand_back(old)
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.hand_back(old) }
     }
 
     /// Publish `f(current)` (`None` empties the cell); the old value, if
@@ -130,7 +136,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
                 Ok((thin_or_null(f(Self::current(cur))), ()))
             });
         let Ok((old, ())) = result;
-        self.retire(old);
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        unsafe { self.raw.retire(old) };
     }
 
     /// A fallible [`update`](RcuOptionCell::update): `f(current)` returns the
@@ -147,7 +155,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
         let (old, ()) = self.raw.modify("RcuOptionCell::try_update", |cur| {
             Ok((thin_or_null(f(Self::current(cur))?), ()))
         })?;
-        Ok(self.hand_back(old))
+        // SAFETY: `old` left the cell in the swap just above, under the
+        // writer lock, and is ours alone.
+        Ok(unsafe { self.raw.hand_back(old) })
     }
 
     /// Publish `new` (`None` empties the cell) if the cell still holds
@@ -179,7 +189,9 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
         let new = thin_or_null(new);
         let addr = current.map(|c| (c as *const T).cast::<u8>());
         match self.raw.compare_exchange(addr, new) {
-            Ok(old) => Ok(self.hand_back(old)),
+            // SAFETY: `old` left the cell in this exchange, under the
+            // writer lock, and is ours alone.
+            Ok(old) => Ok(unsafe { self.raw.hand_back(old) }),
             Err(cur) => Err(CompareExchangeError {
                 // SAFETY: `cur`, if non-null, was published when read, and
                 // `guard` (a live section of the cell's domain, checked
@@ -223,20 +235,6 @@ impl<T: ?Sized + Send + Sync + 'static> RcuOptionCell<T> {
         // while the closure holding this reference runs.
         (!cur.is_null()).then(|| unsafe { thin_ref::<T>(cur) })
     }
-
-    /// Retire `old`, a form just unpublished under the writer lock, if any.
-    fn retire(&self, old: *mut u8) {
-        if !old.is_null() {
-            // SAFETY: came from `into_thin::<T>`, unpublished, ours alone.
-            unsafe { retire_thin::<T>(&self.raw.rcu, old) };
-        }
-    }
-
-    /// `old`, a form just unpublished under the writer lock, as a handle.
-    fn hand_back(&self, old: *mut u8) -> Option<Unpublished<T>> {
-        // SAFETY: came from `into_thin::<T>`, non-null, unpublished, ours.
-        (!old.is_null()).then(|| unsafe { Unpublished::new(&self.raw.rcu, old) })
-    }
 }
 
 impl<T: Send + Sync + 'static> RcuOptionCell<T> {
@@ -250,7 +248,9 @@ impl<T: Send + Sync + 'static> RcuOptionCell<T> {
 impl<T: ?Sized + Send + Sync + 'static> Drop for RcuOptionCell<T> {
     fn drop(&mut self) {
         let p = self.raw.take_mut();
-        self.retire(p);
+        // SAFETY: `p` left the cell by `take_mut` (the cell is going away)
+        // and is ours; readers may still hold it, hence the retiring.
+        unsafe { self.raw.retire(p) };
     }
 }
 

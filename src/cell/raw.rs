@@ -163,6 +163,23 @@ impl<T: ?Sized + Send + Sync + 'static> RawCell<T> {
         }
     }
 
+    /// Retire `old` through [`Rcu::call`]: it is dropped on a callback
+    /// worker after a grace period. Nothing happens if `old` is null.
+    ///
+    /// # Safety
+    ///
+    /// `old` is null, or a heap form that came from [`into_thin::<T>`](into_thin),
+    /// left this cell before the call (swapped out under the writer lock,
+    /// or taken by `take_mut`), and is owned by the caller, who gives it
+    /// up.
+    pub(super) unsafe fn retire(&self, old: *mut u8) {
+        if !old.is_null() {
+            // SAFETY: non-null, from `into_thin::<T>`, unpublished before
+            // this call and ours to give (the caller's contract).
+            unsafe { retire_thin::<T>(&self.rcu, old) };
+        }
+    }
+
     /// The published heap form, for a reader holding `guard`.
     ///
     /// # Panics

@@ -19,7 +19,7 @@ use std::ptr;
 
 use crate::domain::{GpCookie, Rcu};
 
-use super::raw::{from_thin, retire_thin, thin_ref};
+use super::raw::{from_thin, retire_thin, thin_ref, RawCell};
 
 /// A value taken out of an [`RcuCell`](crate::RcuCell) or
 /// [`RcuOptionCell`](crate::RcuOptionCell) (by `replace`, `take`,
@@ -67,6 +67,22 @@ pub struct Unpublished<T: ?Sized + Send + Sync + 'static> {
 unsafe impl<T: ?Sized + Send + Sync + 'static> Send for Unpublished<T> {}
 // SAFETY: `&Unpublished<T>` hands out only `&T`, and `T: Sync`.
 unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Unpublished<T> {}
+
+impl<T: ?Sized + Send + Sync + 'static> RawCell<T> {
+    /// `old`, a heap form that just left this cell, as a handle (`None` if
+    /// null). The handle's cookie is taken now, after the unpublishing.
+    ///
+    /// # Safety
+    ///
+    /// As [`RawCell::retire`]: `old` is null, or came from `into_thin::<T>`,
+    /// left this cell before the call, and is owned by the caller, who
+    /// gives it up.
+    pub(super) unsafe fn hand_back(&self, old: *mut u8) -> Option<Unpublished<T>> {
+        // SAFETY: non-null, from `into_thin::<T>`, unpublished before this
+        // call and ours to give (the caller's contract).
+        (!old.is_null()).then(|| unsafe { Unpublished::new(&self.rcu, old) })
+    }
+}
 
 impl<T: ?Sized + Send + Sync + 'static> Unpublished<T> {
     /// Own `ptr`, a heap form just swapped out of a cell of `rcu`'s domain.
