@@ -47,9 +47,9 @@ LAYERS: list[list[str]] = [
     # the model hooks.
     ["crate", "domain", "cell", "stats", "model"],
     ["nocb"],
-    ["gp", "reader", "wait"],
+    ["gp", "reader", "wait", "stall"],
     ["segcblist", "callback", "seq"],
-    # The facade over std / parking_lot / loom / shuttle.
+    # The facade over std / loom / shuttle.
     ["sync"],
     # The model-only mutant enum, usable from every layer (the facade's
     # model backend included); it imports nothing of the crate.

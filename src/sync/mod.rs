@@ -1,5 +1,5 @@
 //! The sync facade: the one place that chooses between the real primitives
-//! (std and parking_lot) and the model checkers' doubles (loom, shuttle).
+//! (std's) and the model checkers' doubles (loom, shuttle).
 //!
 //! Every other module imports atomics, locks, condition variables, threads,
 //! thread-locals, fences, the clock and the environment's defaults from
@@ -7,8 +7,10 @@
 //! once and no protocol can step around the model. Exactly one backend is
 //! compiled:
 //!
-//! * `real.rs`: std atomics, parking_lot locks, the
-//!   monotonic clock, `membarrier(2)` (`membarrier.rs`);
+//! * `real.rs`: std atomics and futex-based locks (behind the interface
+//!   the crate was first written against, parking_lot's: no poisoning,
+//!   borrowed guards; fork-safe, and rebuildable in a forked child), the
+//!   monotonic clock, `membarrier(2)` (`membarrier.rs`), thread ids;
 //! * `model.rs`: loom's or shuttle's primitives (the two share one file;
 //!   they differ only in the crate they come from), model time that only
 //!   timers advance, and the model-only defaults.
@@ -49,12 +51,13 @@ use model as backend;
 
 pub(crate) use backend::{
     current_cpu, default_shards, fence, first_shard_hint, heavy_fence, membarrier_available,
-    now_ns, rcu_thread_local, reader_exit_store, reader_fence, spawn_named, spin_hint,
-    timer_fired_at, AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Condvar, JoinHandle,
-    Mutex, MutexGuard, UnsafeCell, DEFAULT_GP_SPIN_LIMIT, STAGING_BY_DEFAULT,
+    now_ns, os_thread_id, os_thread_state, rcu_thread_local, reader_exit_store, reader_fence,
+    spawn_named, spin_hint, timer_fired_at, AtomicBool, AtomicPtr, AtomicU64, AtomicU8,
+    AtomicUsize, Condvar, JoinHandle, Mutex, MutexGuard, UnsafeCell, DEFAULT_GP_SPIN_LIMIT,
+    STAGING_BY_DEFAULT, STALL_TIMEOUT_BY_DEFAULT,
 };
 
-pub(crate) use shared::{ReaderFences, TimerClock};
+pub(crate) use shared::{OsThreadState, ReaderFences, TimerClock};
 
 /// Atomic orderings are the same type in every backend.
 pub(crate) use std::sync::atomic::Ordering;
@@ -71,3 +74,48 @@ macro_rules! cfg_real {
     };
 }
 pub(crate) use cfg_real;
+
+/// Anything held for its `Drop`: a lock guard kept by the fork handlers
+/// between `fork()`'s prepare and parent/child halves (domain/fork.rs).
+pub(crate) trait Held {}
+impl<T: ?Sized> Held for T {}
+
+/// Lock guards taken with `try_lock` for a fork, released when dropped,
+/// in the reverse order of their taking (a lock taken later may guard the
+/// life of what an earlier one protects: a feed's drain lock, say, lives
+/// in a feed that the feed list keeps alive only while its lock is held).
+#[derive(Default)]
+pub(crate) struct HeldLocks<'a>(Vec<Box<dyn Held + 'a>>);
+
+impl<'a> HeldLocks<'a> {
+    /// Keep `guard` until the whole set is dropped.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn push<G: 'a>(&mut self, guard: G) {
+        self.0.push(Box::new(guard));
+    }
+}
+
+impl Drop for HeldLocks<'_> {
+    fn drop(&mut self) {
+        while let Some(g) = self.0.pop() {
+            drop(g);
+        }
+    }
+}
+
+/// Try-lock `m` into `held`: `false` (and nothing added) if it is taken.
+#[cfg_attr(any(loom, shuttle), allow(dead_code))]
+pub(crate) fn try_hold<'a, T: 'a>(m: &'a Mutex<T>, held: &mut HeldLocks<'a>) -> bool {
+    if crate::mutants::mutant!(ForkPrepareBlocking) {
+        // Broken variant: wait for each lock while holding the earlier ones.
+        held.push(m.lock());
+        return true;
+    }
+    match m.try_lock() {
+        Some(g) => {
+            held.push(g);
+            true
+        }
+        None => false,
+    }
+}

@@ -41,6 +41,20 @@ pub(crate) fn current_cpu() -> Option<usize> {
     None
 }
 
+/// Models have no operating-system threads to name.
+pub(crate) fn os_thread_id() -> Option<u64> {
+    None
+}
+
+/// Never asked: model threads have no operating-system id.
+pub(crate) fn os_thread_state(_tid: u64) -> super::shared::OsThreadState {
+    super::shared::OsThreadState::Unknown
+}
+
+/// Models warn of no stall unless they ask: model time moves only when a
+/// timer fires.
+pub(crate) const STALL_TIMEOUT_BY_DEFAULT: Duration = Duration::ZERO;
+
 /// Models of the direct enqueue path outnumber those of the feeds: a model
 /// asks for feeds (`ModelBuilder::stage_in_feeds`).
 pub(crate) const STAGING_BY_DEFAULT: bool = false;

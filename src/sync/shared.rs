@@ -23,3 +23,18 @@ pub(crate) enum TimerClock {
     #[cfg_attr(any(loom, shuttle), allow(dead_code))]
     Wait(Duration),
 }
+
+/// What the operating system says of a thread (`os_thread_state`; model
+/// builds only ever answer `Unknown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(any(loom, shuttle), allow(dead_code))]
+pub(crate) enum OsThreadState {
+    /// Running or runnable.
+    Running,
+    /// Blocked in the kernel (or stopped).
+    Sleeping,
+    /// No thread of this process has that id any more.
+    Gone,
+    /// The system did not say.
+    Unknown,
+}
