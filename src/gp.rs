@@ -34,7 +34,9 @@
 use crate::mutants::{model_only, mutant, mutant_diverts};
 use crate::reader::ReadState;
 use crate::seq;
-use crate::sync::{fence, heavy_fence, AtomicU64, Condvar, JoinHandle, Mutex, Ordering};
+use crate::sync::{
+    fence, heavy_fence, try_hold, AtomicU64, Condvar, HeldLocks, JoinHandle, Mutex, Ordering,
+};
 use crate::wait::{WaitKey, WakerTable};
 use std::task::Waker;
 
@@ -217,6 +219,53 @@ impl GpState {
             self.wait_for(target, readers);
             on_done();
         }
+    }
+
+    /// Hold the engine's and the waker table's locks for a fork
+    /// (domain/fork.rs), or nothing if one is taken. The GP lock is not
+    /// held: a grace period keeps it for as long as readers make it wait,
+    /// the forking thread's own section included; the child repairs it
+    /// instead ([`after_fork_child`](GpState::after_fork_child)).
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.engine, held) && self.waiters.hold_for_fork(held)
+    }
+
+    /// In the child of a fork (one thread, the caller; the locks of
+    /// [`hold_for_fork`](GpState::hold_for_fork) were held across the fork
+    /// and released): the engine thread does not exist, and a grace period
+    /// that was running in the parent was abandoned with its GP lock held.
+    /// Unlock it and roll the sequence back to the last completed grace
+    /// period: the abandoned one never finished its scan here, so nothing
+    /// may count it, and the next grace period starts it anew. Returns
+    /// whether the engine has work (a request not yet met, or a task
+    /// waiting), so that the caller restarts it.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child of a fork, before it starts any thread, with no
+    /// guard of the GP lock alive on the calling thread.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) unsafe fn after_fork_child(&self) -> bool {
+        // SAFETY: the caller's contract is the reset's: a forked child, one
+        // thread, no guard of this lock alive on it.
+        unsafe { self.gp_lock.reset_after_fork() };
+        let s = self.seq.load(Ordering::Relaxed);
+        if seq::state(s) != 0 {
+            self.seq.store(s & !seq::SEQ_STATE_MASK, Ordering::Release);
+        }
+        let mut e = self.engine.lock();
+        // Its thread is the parent's: never join it.
+        std::mem::forget(e.thread.take());
+        let behind = !seq::done(self.seq.load(Ordering::Acquire), e.needed);
+        e.unanswered = behind;
+        behind || self.waiters.any_waiting()
+    }
+
+    /// The highest grace period anyone asked the engine for.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn needed(&self) -> u64 {
+        self.engine.lock().needed
     }
 
     /// Stop the engine thread (if any) and wait for it. Called once, when the

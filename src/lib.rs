@@ -33,7 +33,10 @@
 //! [`Rcu::synchronize_async`], [`Rcu::cond_synchronize_async`] and
 //! [`Rcu::barrier_async`] instead of blocking a runtime thread. [`Rcu`] documents
 //! which thread runs what; [`Builder`] configures a domain, including its
-//! memory bound ([`Builder::high_water`]).
+//! memory bound ([`Builder::high_water`]), its stall warnings
+//! ([`Builder::stall_timeout`], [`Builder::on_stall`]) and where callback
+//! panics go ([`Builder::on_callback_panic`]). On Linux a forked child keeps
+//! using every domain (see [`Rcu`]'s limits).
 //!
 //! # Memory model
 //!
@@ -53,6 +56,7 @@
 //! |---|---|---|
 //! | `domain`, `domain::builder` | the [`Rcu`] handle, its lifetime and shutdown, the starting of worker threads; [`Builder`] | `domain_drop_joins_engine`, `shutdown_runs_pending_callbacks` |
 //! | `domain::futures` | the async waits: [`GracePeriod`], [`Barrier`] | `waker_registers_while_gp_completes`, `barrier_async_wakes_after_callbacks` |
+//! | `domain::fork`, `domain::quiesce` | Linux: the fork handlers (a child keeps using every domain); holding every brief lock of a domain at once | `fork_prepare_races_shutdown` (shuttle), tests/fork.rs |
 //! | `cell` | [`RcuCell`], [`RcuOptionCell`], [`Unpublished`]: thin layers over one core (`cell::raw`) | `rcu_cell_replace_and_read`, `compare_exchange_races_update_and_reader` |
 //! | `stats` | [`Stats`] | integration tests |
 //! | `nocb` | the callback machinery's state and lifecycle | the models below |
@@ -66,9 +70,11 @@
 //! | `nocb::throttle` | the memory bound (high and low water) | `throttle_blocks_until_low_water` |
 //! | `nocb::worker` | the GP-worker and CB-worker loops | `enqueue_races_gp_worker_sleep`, `gp_completed_by_synchronize` |
 //! | `nocb::barrier` | `barrier()` | `concurrent_barriers_share_work` |
+//! | `nocb::panics` | callback panics: counted, handed to [`Builder::on_callback_panic`]'s hook or printed | tests/hooks.rs |
 //! | `gp` | the grace-period engine: batching, polling, the engine thread | `concurrent_synchronize_share_gp`, `poll_never_early` |
 //! | `wait` | the wakers of tasks awaiting a grace period | `waker_registers_while_gp_completes`, `waker_replaced_between_polls` |
 //! | `reader` | reader records, registry, guards, the two-phase reader wait | `publish_retire*`, `nested_readers` |
+//! | `stall` | stall warnings: [`StallReport`], who reports and to whom | `stall_report_races_reader_exit`, tests/stall.rs |
 //! | `segcblist`, `callback`, `seq` | the segmented callback list, callback storage, sequence numbers | property and unit tests |
 //! | `sync` | the facade: real or model primitives, the clock, the fence pair, `membarrier(2)` | — |
 //! | `mutants` | the `mutant!` macros; the enum behind them exists in model builds only | loom-tests/tests/mutant_table.rs |
@@ -87,6 +93,7 @@ mod nocb;
 mod reader;
 mod segcblist;
 mod seq;
+mod stall;
 mod stats;
 mod sync;
 mod wait;
@@ -94,13 +101,16 @@ mod wait;
 pub use cell::{CompareExchangeError, RcuCell, RcuOptionCell, Unpublished};
 pub use domain::builder::{
     Builder, ConfigError, DEFAULT_BYPASS_MAX, DEFAULT_CALLBACK_BATCH_LIMIT, DEFAULT_HIGH_WATER,
-    DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_TICK, MAX_GP_SPIN_LIMIT, MAX_SHARDS,
-    MAX_THREAD_NAME_PREFIX,
+    DEFAULT_LAZY_TIMEOUT, DEFAULT_NOBYPASS_LIMIT, DEFAULT_STALL_TIMEOUT, DEFAULT_TICK,
+    MAX_GP_SPIN_LIMIT, MAX_SHARDS, MAX_THREAD_NAME_PREFIX,
 };
 pub use domain::futures::{Barrier, GracePeriod};
 pub use domain::{GpCookie, Rcu};
-pub use nocb::{ShardChoice, Staging};
+pub use nocb::{CallbackPanic, ShardChoice, Staging};
 pub use reader::ReadGuard;
+pub use stall::{
+    ShardHoldup, StallKind, StallReport, StalledReader, StalledShard, ThreadCondition,
+};
 pub use stats::{ShardStats, Stats};
 sync::cfg_real! {
     pub use domain::global;

@@ -120,6 +120,10 @@ pub trait ModelBuilder {
     /// Stage `call()`s in per-thread feeds, as real domains do by default
     /// (models default to the direct enqueue, which most of them check).
     fn stage_in_feeds(self) -> Self;
+    /// A grace period that goes to sleep waiting for a reader reports a
+    /// stall at once, as a real one does once the stall timeout passed
+    /// (model time never passes it).
+    fn stall_at_once(self) -> Self;
 }
 
 impl ModelBuilder for Builder {
@@ -141,5 +145,29 @@ impl ModelBuilder for Builder {
     }
     fn stage_in_feeds(self) -> Self {
         self.staging(crate::Staging::PerThread)
+    }
+    fn stall_at_once(mut self) -> Self {
+        self.model.stall_at_once = true;
+        self
+    }
+}
+
+/// A domain's shared state without a handle: holding one keeps the memory
+/// alive but does not keep the domain running (dropping the last `Rcu`
+/// still shuts it down), as the fork handlers' registry does.
+pub struct DomainRef(std::sync::Arc<crate::domain::Core>);
+
+/// `rcu`'s state, for [`DomainRef::fork_prepare_and_release`].
+pub fn domain_ref(rcu: &Rcu) -> DomainRef {
+    DomainRef(std::sync::Arc::clone(rcu.core()))
+}
+
+impl DomainRef {
+    /// Run the fork handlers' prepare step on this thread (every brief
+    /// lock of the domain held at once, retrying after a yield while one
+    /// is taken), then release the locks as the parent's handler does.
+    pub fn fork_prepare_and_release(&self) {
+        let held = crate::domain::quiesce::hold_all(&[&*self.0], |_| crate::sync::spin_hint());
+        drop(held);
     }
 }

@@ -158,6 +158,13 @@ mod enumeration {
         WakeDropsFlushAll = "wake_drops_flush_all",
         /// Every deferred wake is armed two ticks later than its delay.
         DeferredDeadlineLate = "deferred_deadline_late",
+        /// Fork's prepare takes the domain's brief locks with blocking
+        /// `lock()`s, one after another in its fixed order, instead of
+        /// all-or-none try-locks.
+        ForkPrepareBlocking = "fork_prepare_blocking",
+        /// A grace period builds and hands out its stall report while
+        /// holding the readers' wake lock.
+        StallReportUnderWakeLock = "stall_report_under_wake_lock",
     }
 
     impl Mutant {

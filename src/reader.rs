@@ -70,9 +70,10 @@ use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
 
 use crate::mutants::{mutant, mutant_diverts};
+use crate::stall::{Holdups, StallClock, StallKind, StallWatch, StalledReader, ThreadIdent};
 use crate::sync::{
-    fence, heavy_fence, rcu_thread_local, reader_exit_store, reader_fence, spin_hint, AtomicBool,
-    AtomicUsize, Condvar, Mutex, Ordering, ReaderFences,
+    fence, heavy_fence, rcu_thread_local, reader_exit_store, reader_fence, spin_hint, try_hold,
+    AtomicBool, AtomicUsize, Condvar, HeldLocks, Mutex, Ordering, ReaderFences,
 };
 
 /// One level of nesting in a reader's `ctr`.
@@ -99,17 +100,32 @@ pub(crate) struct Record {
     /// Touched only by the owning thread, outside every modelled protocol,
     /// hence a plain std atomic used as a `Sync` cell.
     late_next: std::sync::atomic::AtomicPtr<Record>,
+    /// Who owns it, for stall reports (stall.rs); written once.
+    owner: ThreadIdent,
+    /// Its thread has begun destroying its thread-locals with a section
+    /// open. Diagnostic only (stall reports), outside every modelled
+    /// protocol: a plain std atomic.
+    exiting: std::sync::atomic::AtomicBool,
 }
 
 type RecordRef = Arc<Record>;
 
 impl Record {
-    fn new_ref(domain: u64, transient: bool) -> RecordRef {
+    fn new_ref(domain: u64, transient: bool, owner: ThreadIdent) -> RecordRef {
         Arc::new(Record {
             ctr: AtomicUsize::new(if transient { TRANSIENT } else { 0 }),
             domain,
             late_next: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            owner,
+            exiting: std::sync::atomic::AtomicBool::new(transient),
         })
+    }
+
+    /// This record's reader as a stall report names it.
+    fn stalled(&self) -> StalledReader {
+        let ctr = self.ctr.load(Ordering::Relaxed);
+        let exiting = self.exiting.load(std::sync::atomic::Ordering::Relaxed);
+        self.owner.stalled(ctr & NEST_MASK, exiting)
     }
 }
 
@@ -134,6 +150,8 @@ pub(crate) struct ReadState {
     wake_cv: Condvar,
     /// Iterations to spin before sleeping while waiting for readers.
     spin_limit: u32,
+    /// Stall warnings for grace periods that wait too long (stall.rs).
+    stall: Arc<StallWatch>,
 }
 
 /// Tells whether a reader whose word is `ctr` must still be waited for, given
@@ -148,11 +166,16 @@ fn is_old(ctr: usize, cur: usize) -> bool {
 }
 
 impl ReadState {
-    pub(crate) fn new(fences: ReaderFences, spin_limit: u32) -> Self {
-        // Domain ids are not part of any modelled protocol: a plain std atomic.
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    /// A new domain's read side; `stall` is made for the domain `id`
+    /// (see [`ReadState::next_id`]).
+    pub(crate) fn new(
+        id: u64,
+        fences: ReaderFences,
+        spin_limit: u32,
+        stall: Arc<StallWatch>,
+    ) -> Self {
         ReadState {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id,
             gp_ctr: AtomicUsize::new(NEST_COUNT),
             fences,
             gp_waiting: AtomicBool::new(false),
@@ -162,7 +185,15 @@ impl ReadState {
             wake_lock: Mutex::new(()),
             wake_cv: Condvar::new(),
             spin_limit,
+            stall,
         }
+    }
+
+    /// A process-unique id for a new domain.
+    pub(crate) fn next_id() -> u64 {
+        // Domain ids are not part of any modelled protocol: a plain std atomic.
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The fences this domain's readers execute.
@@ -264,6 +295,28 @@ impl ReadState {
         })
     }
 
+    /// Hold the registry lock and the wake lock for a fork (domain/fork.rs),
+    /// or nothing if either is taken.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.registry.records, held) && try_hold(&self.wake_lock, held)
+    }
+
+    /// In the child of a fork, which has one thread (the caller): forget
+    /// the records of the parent's other threads, which will never leave
+    /// the sections they were in. Their thread-locals, copied into the
+    /// child but never run, keep their `Arc`s; the registry lets go of its
+    /// own. Called with no lock held and no other thread running.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        let mine = own_record(self.id).map(|p| p.as_ptr() as *const Record);
+        self.registry
+            .records
+            .lock()
+            .retain(|r| Some(Arc::as_ptr(r)) == mine);
+        self.gp_waiting.store(false, Ordering::Relaxed);
+    }
+
     /// Put a new record of the calling thread in the registry, before its
     /// first section.
     fn register(&self, rec: &RecordRef) {
@@ -290,8 +343,9 @@ impl ReadState {
                 return false;
             }
         }
+        let mut clock = self.stall.start();
         if !mutant!(SingleWait) {
-            self.wait_phase();
+            self.wait_phase(&mut clock);
         }
         // Finish the first wait before flipping (progress, as in liburcu: a
         // reader that re-enters after the flip must not be taken for old).
@@ -299,12 +353,13 @@ impl ReadState {
         let cur = self.gp_ctr.load(Ordering::Relaxed);
         self.gp_ctr.store(cur ^ PHASE, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        self.wait_phase();
+        self.wait_phase(&mut clock);
         true
     }
 
-    /// Wait for every registered reader whose phase differs from `gp_ctr`'s.
-    fn wait_phase(&self) {
+    /// Wait for every registered reader whose phase differs from `gp_ctr`'s,
+    /// reporting a stall once if `clock`'s wait passes the stall timeout.
+    fn wait_phase(&self, clock: &mut StallClock) {
         let cur = self.gp_ctr.load(Ordering::Relaxed);
         let mut waiting: Vec<RecordRef> = {
             let mut records = self.registry.records.lock();
@@ -336,11 +391,39 @@ impl ReadState {
                 self.gp_waiting.store(false, Ordering::Relaxed);
                 return;
             }
+            if self.stall.due(clock) && !mutant!(StallReportUnderWakeLock) {
+                // Outside the wake lock: the hook is the user's code, and a
+                // reader leaving meanwhile must not wait for it.
+                self.report_stall(clock, &waiting);
+            }
             let mut g = self.wake_lock.lock();
+            if mutant!(StallReportUnderWakeLock, when self.stall.due(clock)) {
+                // Broken variant: a leaving reader's wake waits for the hook.
+                self.report_stall(clock, &waiting);
+            }
             while self.gp_waiting.load(Ordering::Relaxed) {
-                self.wake_cv.wait(&mut g);
+                match self.stall.sleep_bound(clock) {
+                    None => self.wake_cv.wait(&mut g),
+                    Some(bound) => {
+                        self.wake_cv.wait_for(&mut g, bound);
+                        if self.stall.due(clock) {
+                            // Re-check the readers, then report.
+                            break;
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+impl ReadState {
+    /// Report the readers of `waiting` as holding up a grace period.
+    #[cold]
+    fn report_stall(&self, clock: &mut StallClock, waiting: &[RecordRef]) {
+        let readers = waiting.iter().map(|r| r.stalled()).collect();
+        self.stall
+            .report(clock, StallKind::GracePeriod, Holdups::Readers(readers));
     }
 }
 
@@ -431,6 +514,9 @@ impl Drop for Slots {
                 // outermost exit releases the reference we leak here, and
                 // LATE keeps `synchronize()` misuse detectable meanwhile.
                 slot.rec.ctr.store(c | TRANSIENT, Ordering::Relaxed);
+                slot.rec
+                    .exiting
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 push_late(slot.rec);
             }
             // Otherwise dropping our `Arc` lets the next scan prune it.
@@ -472,6 +558,22 @@ fn find_late(domain: u64) -> Option<NonNull<Record>> {
         p = r.late_next.load(std::sync::atomic::Ordering::Relaxed);
     }
     None
+}
+
+/// The calling thread's record for `domain`, if it has one: in its slots,
+/// or (during its exit) on its LATE list.
+#[cfg_attr(any(loom, shuttle), allow(dead_code))]
+fn own_record(domain: u64) -> Option<NonNull<Record>> {
+    SLOTS
+        .try_with(|s| {
+            s.0.borrow()
+                .iter()
+                .find(|slot| slot.domain == domain)
+                .map(|slot| NonNull::from(&*slot.rec))
+        })
+        .ok()
+        .flatten()
+        .or_else(|| find_late(domain))
 }
 
 /// Push a transient record (with an open or about-to-open section) onto the
@@ -527,7 +629,7 @@ fn current_record_slow(st: &ReadState) -> NonNull<Record> {
             None => {
                 // Forget records of domains that no longer exist.
                 slots.retain(|s| s.registry.strong_count() > 0);
-                let rec = Record::new_ref(st.id, false);
+                let rec = Record::new_ref(st.id, false, ThreadIdent::current());
                 // Mutant `register_skipped`: a thread's first read leaves
                 // its record out of the registry.
                 if !mutant!(RegisterSkipped) {
@@ -559,7 +661,7 @@ fn transient_record(st: &ReadState) -> NonNull<Record> {
     if let Some(rec) = find_late(st.id) {
         return rec;
     }
-    let rec = Record::new_ref(st.id, true);
+    let rec = Record::new_ref(st.id, true, ThreadIdent::exiting());
     st.register(&rec);
     push_late(rec)
 }

@@ -21,6 +21,10 @@ pub struct Stats {
     pub grace_periods: u64,
     /// Callbacks that panicked (caught by their worker).
     pub panics: u64,
+    /// Grace periods and barriers that waited longer than the stall
+    /// timeout ([`Builder::stall_timeout`](crate::Builder::stall_timeout)),
+    /// each counted once.
+    pub stalls: u64,
     /// Times a GP worker woke up, over all groups.
     pub gp_worker_wakeups: u64,
     /// Wakes deferred to a timer (a level raised or a deadline moved),
@@ -82,8 +86,8 @@ impl Stats {
 /// The compact one-line form: `q/i/p` (queued/invoked/pending) per shard,
 /// then the internal callbacks of barriers (counted in invoked and pending,
 /// not in queued), the callbacks that went through a bypass, grace periods,
-/// worker wakeups, deferred and timer wakes, throttled calls and callback
-/// panics.
+/// worker wakeups, deferred and timer wakes, throttled calls, callback
+/// panics and stalls.
 ///
 /// ```
 /// let rcu = rcu_offload::Rcu::builder().shards(2).build().unwrap();
@@ -102,7 +106,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "]  barrier cbs {}  bypassed {}  gps {}  wakeups gp {} cb {}  \
-             deferred {} by timer {}  throttled {}  panics {}",
+             deferred {} by timer {}  throttled {}  panics {}  stalls {}",
             self.shards.iter().map(|x| x.barrier_callbacks).sum::<u64>(),
             self.shards.iter().map(|x| x.bypass_queued).sum::<u64>(),
             self.grace_periods,
@@ -111,7 +115,8 @@ impl std::fmt::Display for Stats {
             self.deferred_wakes,
             self.timer_wakes,
             self.throttled,
-            self.panics
+            self.panics,
+            self.stalls
         )
     }
 }
@@ -144,7 +149,8 @@ pub(crate) fn collect(nocb: &Nocb, grace_periods: impl FnOnce() -> u64) -> Stats
     Stats {
         shards,
         grace_periods: grace_periods(),
-        panics: nocb.panics.load(Ordering::Relaxed),
+        panics: nocb.panics.count(),
+        stalls: nocb.stall.count(),
         gp_worker_wakeups: groups.iter().map(|g| g.wake.lock().wakeups).sum(),
         deferred_wakes: groups.iter().map(|g| g.wake.lock().deferred).sum(),
         timer_wakes: groups.iter().map(|g| g.wake.lock().timer_wakes).sum(),

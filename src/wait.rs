@@ -32,7 +32,7 @@
 use std::task::Waker;
 
 use crate::mutants::mutant;
-use crate::sync::{fence, AtomicUsize, Mutex, Ordering};
+use crate::sync::{fence, try_hold, AtomicUsize, HeldLocks, Mutex, Ordering};
 
 /// The slot a waiting future owns in a [`WakerTable`], from its first
 /// `Pending` until it completes or is dropped.
@@ -152,6 +152,18 @@ impl WakerTable {
             return true;
         }
         false
+    }
+
+    /// Hold the table's lock for a fork (domain/fork.rs), if it is free.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.table, held)
+    }
+
+    /// Is any task waiting?
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn any_waiting(&self) -> bool {
+        self.registered.load(Ordering::Relaxed) != 0
     }
 
     /// Free the slot `key` names (the future completed or was dropped). Its

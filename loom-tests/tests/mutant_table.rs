@@ -6,19 +6,35 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// One row of mutants.sh: mutant, test binary, model, expected text.
+/// One row of mutants.sh: mutant, test binary, model, expected text, and
+/// the directory of the binary's tests (loom's, or shuttle's for the
+/// `SHUTTLE_MUTANTS` table).
 struct Row {
     mutant: String,
     binary: String,
     model: String,
+    tests: std::path::PathBuf,
 }
 
+/// Both tables' rows.
 fn table() -> Vec<Row> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut rows = rows_of("\nMUTANTS=(", &dir.join("tests"));
+    rows.extend(rows_of(
+        "\nSHUTTLE_MUTANTS=(",
+        &dir.join("../shuttle-tests/tests"),
+    ));
+    rows
+}
+
+/// The rows of the table that starts with `header`, whose models are in
+/// `tests`.
+fn rows_of(header: &str, tests: &Path) -> Vec<Row> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let script = std::fs::read_to_string(dir.join("mutants.sh")).expect("read mutants.sh");
     let start = script
-        .find("MUTANTS=(")
-        .expect("mutants.sh has a MUTANTS=( table");
+        .find(header)
+        .unwrap_or_else(|| panic!("mutants.sh has a {header:?} table"));
     let body = &script[start..script[start..].find("\n)").map(|e| start + e).unwrap()];
     body.lines()
         .filter_map(|l| {
@@ -42,6 +58,7 @@ fn table() -> Vec<Row> {
                 mutant: mutant.to_owned(),
                 binary: binary.to_owned(),
                 model: model.to_owned(),
+                tests: tests.to_owned(),
             }
         })
         .collect()
@@ -66,9 +83,8 @@ fn every_mutant_has_a_killing_model_and_every_row_a_mutant() {
 
 #[test]
 fn every_row_names_an_existing_model() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     for r in table() {
-        let file = dir.join(format!("{}.rs", r.binary));
+        let file = r.tests.join(format!("{}.rs", r.binary));
         let src = std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: model binary {}: {e}", r.mutant, file.display()));
         assert!(

@@ -3,11 +3,17 @@
 //! Nothing here runs after the domain is built.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::nocb::{default_stride, Config as NocbConfig, ModelOptions, ShardChoice, Staging};
+use crate::nocb::{
+    default_stride, CallbackPanic, Config as NocbConfig, ModelOptions, PanicHook, ShardChoice,
+    Staging,
+};
+use crate::stall::{StallHook, StallReport};
 use crate::sync::{
     default_shards, membarrier_available, ReaderFences, DEFAULT_GP_SPIN_LIMIT, STAGING_BY_DEFAULT,
+    STALL_TIMEOUT_BY_DEFAULT,
 };
 
 use super::{DomainParts, Rcu};
@@ -89,8 +95,25 @@ pub struct Builder {
     bypass_max: usize,
     high_water: usize,
     low_water: Option<usize>,
+    stall_timeout: Duration,
+    on_stall: Hook<StallHook>,
+    on_callback_panic: Hook<PanicHook>,
     /// Switches only the models turn (`rcu_offload::model::Options`).
     pub(crate) model: ModelOptions,
+}
+
+/// A user hook in a [`Builder`], shown by `Debug` only as present or not.
+#[derive(Clone, Default)]
+struct Hook<H>(Option<H>);
+
+impl<H> fmt::Debug for Hook<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Some(<hook>)"
+        } else {
+            "None"
+        })
+    }
 }
 
 /// Largest accepted [`Builder::shards`] (worker names must fit 15 bytes).
@@ -117,6 +140,11 @@ pub const DEFAULT_BYPASS_MAX: usize = 10_000;
 /// queue, plus whatever the callbacks own).
 pub const DEFAULT_HIGH_WATER: usize = 100_000;
 
+/// Default [`Builder::stall_timeout`]: 10 s (the kernel's
+/// `rcu_cpu_stall_timeout` is 21 s; a user-space wait of 10 s is already
+/// far outside anything healthy). Model builds default to no warnings.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Default for Builder {
     fn default() -> Self {
         Builder {
@@ -138,6 +166,9 @@ impl Default for Builder {
             bypass_max: DEFAULT_BYPASS_MAX,
             high_water: DEFAULT_HIGH_WATER,
             low_water: None,
+            stall_timeout: STALL_TIMEOUT_BY_DEFAULT,
+            on_stall: Hook(None),
+            on_callback_panic: Hook(None),
             model: ModelOptions::default(),
         }
     }
@@ -312,6 +343,99 @@ impl Builder {
         self
     }
 
+    /// How long a grace period or a blocking [`barrier`](Rcu::barrier) may
+    /// wait before the domain reports a stall (default
+    /// [`DEFAULT_STALL_TIMEOUT`]; `Duration::ZERO` turns warnings off).
+    ///
+    /// A grace period that has waited this long for read-side sections
+    /// reports the threads still inside one: their name and ids, and
+    /// whether each is running, asleep, exiting or gone (a leaked guard on
+    /// a thread that exited). A grace period is any: a `synchronize()`, the
+    /// engine's for callbacks, polled cookies and async waits. A barrier
+    /// reports the shards whose callbacks have not all run, and whether
+    /// they wait for a grace period or for their callback worker (an async
+    /// barrier has no waiting thread to report; the grace periods it waits
+    /// for still do). Each stalled wait reports once, to the
+    /// [`on_stall`](Builder::on_stall) hook or as one line on stderr, and
+    /// counts in [`Stats::stalls`](crate::Stats::stalls). The read side pays
+    /// nothing for it: only the waiting thread keeps time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rcu = rcu_offload::Rcu::builder()
+    ///     .stall_timeout(Duration::from_secs(2))
+    ///     .build()
+    ///     .unwrap();
+    /// rcu.synchronize(); // no reader: no stall
+    /// assert_eq!(rcu.stats().stalls, 0);
+    /// ```
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Send stall reports to `hook` instead of stderr (see
+    /// [`stall_timeout`](Builder::stall_timeout)).
+    ///
+    /// The hook runs on the thread that waits: the grace-period engine
+    /// thread, a [`synchronize`](Rcu::synchronize) caller, or a
+    /// [`barrier`](Rcu::barrier) caller. That thread holds the domain's
+    /// grace-period (or barrier) lock, so the hook must not wait for a
+    /// grace period or a barrier of the same domain; logging, counting and
+    /// sending the report elsewhere are what it is for. A panic in the hook
+    /// is caught and the report printed on stderr instead.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::sync::Arc;
+    /// let seen = Arc::new(AtomicUsize::new(0));
+    /// let s = Arc::clone(&seen);
+    /// let rcu = rcu_offload::Rcu::builder()
+    ///     .on_stall(move |report| {
+    ///         eprintln!("{report}");
+    ///         s.fetch_add(1, Ordering::Relaxed);
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(rcu);
+    /// ```
+    pub fn on_stall(mut self, hook: impl Fn(&StallReport) + Send + Sync + 'static) -> Self {
+        self.on_stall = Hook(Some(Arc::new(hook)));
+        self
+    }
+
+    /// Send callback panics to `hook` instead of stderr.
+    ///
+    /// A panic in a callback is caught by the callback worker, counted in
+    /// [`Stats::panics`](crate::Stats::panics) and, without a hook,
+    /// reported on stderr (the first of the domain only). With a hook, every
+    /// panic is handed to it, payload included, on the callback worker
+    /// thread that caught it, which then carries on with the other
+    /// callbacks. A panic in the hook itself is caught and reported on
+    /// stderr.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// let messages = Arc::new(Mutex::new(Vec::new()));
+    /// let m = Arc::clone(&messages);
+    /// let rcu = rcu_offload::Rcu::builder()
+    ///     .on_callback_panic(move |p| {
+    ///         m.lock().unwrap().push(p.message().unwrap_or("?").to_owned());
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// rcu.call(|| panic!("boom"));
+    /// rcu.barrier();
+    /// assert_eq!(*messages.lock().unwrap(), ["boom"]);
+    /// ```
+    pub fn on_callback_panic(
+        mut self,
+        hook: impl Fn(CallbackPanic) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_callback_panic = Hook(Some(Arc::new(hook)));
+        self
+    }
+
     /// Create the domain, or say which setting makes no sense.
     pub fn build(self) -> Result<Rcu, ConfigError> {
         let shards = self.shards.unwrap_or_else(|| default_shards(MAX_SHARDS));
@@ -349,10 +473,17 @@ impl Builder {
         } else {
             ReaderFences::Full
         };
-        Ok(Rcu::from_parts(DomainParts {
+        let rcu = Rcu::from_parts(DomainParts {
             fences,
             gp_spin_limit: self.gp_spin_limit,
             thread_name_prefix: self.thread_name_prefix,
+            stall_timeout: if self.model.stall_at_once {
+                Some(Duration::ZERO)
+            } else {
+                Some(self.stall_timeout).filter(|t| !t.is_zero())
+            },
+            on_stall: self.on_stall.0,
+            on_callback_panic: self.on_callback_panic.0,
             callbacks: NocbConfig {
                 shards,
                 stride,
@@ -374,7 +505,11 @@ impl Builder {
                 },
                 model: self.model,
             },
-        }))
+        });
+        // A forked child keeps using every domain (fork.rs).
+        #[cfg(all(target_os = "linux", not(any(loom, shuttle))))]
+        super::fork::register(rcu.core());
+        Ok(rcu)
     }
 
     fn check_thread_name_prefix(&self) -> Result<(), ConfigError> {

@@ -151,7 +151,8 @@ impl Rcu {
     /// # });
     /// ```
     pub fn barrier_async(&self) -> Barrier {
-        Barrier::new(self.clone(), self.core.nocb.barrier_async())
+        let wait = self.with_env(|env| self.core.nocb.barrier_async(env));
+        Barrier::new(self.clone(), wait)
     }
 }
 

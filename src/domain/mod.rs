@@ -17,16 +17,21 @@ use std::sync::Arc;
 
 use crate::gp::GpState;
 use crate::nocb::{
-    in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Nocb, Spawn, Worker,
+    in_any_callback, in_callback_of, CallKind, Config as NocbConfig, Env, Hooks, Nocb, PanicHook,
+    Spawn, Worker,
 };
 use crate::reader::{ReadGuard, ReadState};
+use crate::stall::{StallHook, StallWatch};
 use crate::stats::{self, Stats};
 use crate::sync::{
     cfg_real, rcu_thread_local, spawn_named, AtomicUsize, JoinHandle, Ordering, ReaderFences,
 };
 
 pub(crate) mod builder;
+#[cfg(all(target_os = "linux", not(any(loom, shuttle))))]
+pub(crate) mod fork;
 pub(crate) mod futures;
+pub(crate) mod quiesce;
 
 /// Shared state of one domain, held by handles and by its worker threads.
 pub(crate) struct Core {
@@ -36,13 +41,19 @@ pub(crate) struct Core {
     /// Live [`Rcu`] handles (workers do not count).
     handles: AtomicUsize,
     thread_name_prefix: String,
+    /// Set in a forked child whose forking thread was one of this domain's
+    /// workers (or ran its callback): the message every thread start then
+    /// panics with (fork.rs).
+    fork_poison: std::sync::OnceLock<String>,
 }
 
 rcu_thread_local! {
-    /// Set on every worker thread of every domain (engine, GP and CB
-    /// workers, timer): a handle dropped there, say by a waker that owned
-    /// the last one, must not join the very thread it runs on.
-    static ON_WORKER_THREAD: std::cell::Cell<bool> = std::cell::Cell::new(false);
+    /// On every worker thread of every domain (engine, GP and CB workers,
+    /// timer): the id of the domain it works for (0 elsewhere). A handle
+    /// dropped there, say by a waker that owned the last one, must not join
+    /// the very thread it runs on; and a child forked there is that worker
+    /// (fork.rs).
+    static ON_WORKER_THREAD: std::cell::Cell<u64> = std::cell::Cell::new(0);
 }
 
 /// What a validated [`Builder`](crate::Builder) makes a domain of.
@@ -50,6 +61,10 @@ pub(crate) struct DomainParts {
     pub(crate) fences: ReaderFences,
     pub(crate) gp_spin_limit: u32,
     pub(crate) thread_name_prefix: String,
+    /// `None`: no stall warnings.
+    pub(crate) stall_timeout: Option<std::time::Duration>,
+    pub(crate) on_stall: Option<StallHook>,
+    pub(crate) on_callback_panic: Option<PanicHook>,
     pub(crate) callbacks: NocbConfig,
 }
 
@@ -57,9 +72,12 @@ impl Core {
     /// Start `worker` on a thread of its own that holds a share of the
     /// domain, and run its loop there.
     fn spawn(self: &Arc<Core>, worker: Worker) -> JoinHandle<()> {
+        if let Some(why) = self.fork_poison.get() {
+            panic!("{why}");
+        }
         let core = Arc::clone(self);
         spawn_named(worker.name(&self.thread_name_prefix), move || {
-            ON_WORKER_THREAD.with(|w| w.set(true));
+            ON_WORKER_THREAD.with(|w| w.set(core.reader.id()));
             let spawn = |w| Core::spawn(&core, w);
             let env = core.env(&spawn);
             match worker {
@@ -85,8 +103,9 @@ impl Core {
 
     /// Stop everything: run pending callbacks, then stop the callback
     /// workers, then the engine.
-    fn shutdown(&self) {
-        self.nocb.shutdown();
+    fn shutdown(self: &Arc<Core>) {
+        let spawn = |w| Core::spawn(self, w);
+        self.nocb.shutdown(self.env(&spawn));
         self.gp.shutdown();
     }
 }
@@ -143,15 +162,23 @@ impl Core {
 ///   itself.
 /// * A guard leaked with [`std::mem::forget`] keeps its section open for ever:
 ///   every later grace period of the domain waits for ever, and so do
-///   callbacks, `barrier()`, and dropping the last handle.
-/// * `fork()`: the child has none of the parent's worker threads, so a domain
-///   that ever queued a callback is unusable in the child (its callbacks
-///   never run; `barrier()` and dropping the last handle hang), and a shard
-///   lock held at the fork deadlocks `call()`. The child also inherits the
-///   reader records of every parent thread;
-///   if one of them was inside a section at the fork, the child's grace
-///   periods never complete. Fork only from a process whose other threads are
-///   not reading, or `exec` right after.
+///   callbacks, `barrier()`, and dropping the last handle. After
+///   [`Builder::stall_timeout`](crate::Builder::stall_timeout) the domain
+///   reports the thread that holds it up (on stderr, or to
+///   [`Builder::on_stall`](crate::Builder::on_stall)'s hook).
+/// * `fork()` (Linux): the child goes on using the domain. Fork handlers
+///   installed when the first domain is built hold the domain's short locks
+///   across the fork; in the child they drop the reader records of the
+///   parent's other threads, abandon a grace period or barrier another
+///   thread was running, and restart the worker threads when next needed.
+///   Callbacks pending at the fork run in both processes, each on its own
+///   copy of the memory, except those a callback worker had already taken
+///   to run (up to [`Builder::callback_batch_limit`](crate::Builder::callback_batch_limit)
+///   per shard), which run in the parent only and are neither run nor
+///   dropped in the child. If the forking thread is one of the domain's
+///   workers (a callback or a waker called `fork()`), the child's domain
+///   cannot start threads: `call()`, `barrier()` and the last handle's drop
+///   panic with a message naming fork.
 ///
 /// # Example
 ///
@@ -456,7 +483,7 @@ impl Rcu {
     pub fn barrier(&self) {
         self.assert_not_reading("barrier");
         self.assert_not_in_callback("barrier");
-        self.core.nocb.barrier();
+        self.with_env(|env| self.core.nocb.barrier(env));
     }
 
     /// A snapshot of the domain's callback and grace-period counters.
@@ -514,15 +541,22 @@ impl Rcu {
 
     /// A domain made of validated `parts` (see [`Builder::build`](crate::Builder::build)).
     pub(crate) fn from_parts(parts: DomainParts) -> Rcu {
-        let reader = ReadState::new(parts.fences, parts.gp_spin_limit);
-        let id = reader.id();
+        let id = ReadState::next_id();
+        let stall = Arc::new(StallWatch::new(parts.stall_timeout, parts.on_stall, id));
+        let reader = ReadState::new(id, parts.fences, parts.gp_spin_limit, Arc::clone(&stall));
+        let hooks = Hooks {
+            stall,
+            on_panic: parts.on_callback_panic,
+            thread_name_prefix: parts.thread_name_prefix.clone(),
+        };
         Rcu {
             core: Arc::new(Core {
                 reader,
                 gp: GpState::new(),
-                nocb: Nocb::new(parts.callbacks, id),
+                nocb: Nocb::new(parts.callbacks, id, hooks),
                 handles: AtomicUsize::new(1),
                 thread_name_prefix: parts.thread_name_prefix,
+                fork_poison: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -563,7 +597,7 @@ impl Clone for Rcu {
 impl Drop for Rcu {
     fn drop(&mut self) {
         if self.core.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if in_any_callback() || ON_WORKER_THREAD.with(|w| w.get()) {
+            if in_any_callback() || ON_WORKER_THREAD.with(|w| w.get()) != 0 {
                 // The last handle died inside a callback (say, a retired
                 // value owned it). If it is one of this domain's callbacks,
                 // this thread is a CB worker that cannot join itself; if it

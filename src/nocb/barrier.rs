@@ -50,7 +50,8 @@ use crate::callback::Slot;
 use crate::mutants::mutant;
 use crate::segcblist::DONE;
 use crate::seq;
-use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, Mutex, Ordering};
+use crate::stall::{Holdups, ShardHoldup, StallKind, StallWatch, StalledShard};
+use crate::sync::{fence, rcu_thread_local, AtomicU64, Condvar, HeldLocks, Mutex, Ordering};
 use crate::wait::wake_contained;
 
 use super::shard::Shard;
@@ -62,6 +63,11 @@ pub(crate) struct BarrierState {
     lock: Mutex<()>,
     /// `rcu_seq`-style count of barriers, written under `lock`.
     seq: AtomicU64,
+    /// The barriers whose internal callbacks may still run, so that the
+    /// fork handlers can hold their locks too (domain/fork.rs). Real
+    /// builds only: no model forks.
+    #[cfg(not(any(loom, shuttle)))]
+    in_flight: Mutex<Vec<std::sync::Weak<Pending>>>,
 }
 
 impl BarrierState {
@@ -69,6 +75,78 @@ impl BarrierState {
         BarrierState {
             lock: Mutex::new(()),
             seq: AtomicU64::new(0),
+            #[cfg(not(any(loom, shuttle)))]
+            in_flight: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A new barrier's count, known to the fork handlers before any of its
+    /// internal callbacks can run.
+    fn new_pending(&self) -> Arc<Pending> {
+        let pending = Arc::new(Pending::new());
+        #[cfg(not(any(loom, shuttle)))]
+        {
+            let mut v = self.in_flight.lock();
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(&pending));
+        }
+        pending
+    }
+
+    /// Hold the list of barriers in flight for a fork, if it is free. The
+    /// serializing lock is not held (a barrier keeps it while it waits for
+    /// callbacks), nor are the barriers' own counts (a CB worker takes one
+    /// after each barrier callback): the child repairs both instead.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        #[cfg(not(any(loom, shuttle)))]
+        {
+            crate::sync::try_hold(&self.in_flight, held)
+        }
+        #[cfg(any(loom, shuttle))]
+        {
+            let _ = held;
+            true
+        }
+    }
+
+    /// In the child of a fork (one thread; no lock held). A barrier that
+    /// was waiting in the parent left the serializing lock held and the
+    /// sequence odd: unlock it and roll the sequence back (its caller does
+    /// not exist here). A barrier in flight whose count's lock a parent
+    /// thread held at the fork can never be counted down safely: it is
+    /// marked so that it never completes, and its waker (the parent's) is
+    /// forgotten, never run or dropped; its remaining internal callbacks
+    /// then count into nothing instead of blocking the CB worker.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child of a fork, before it starts any thread, with no
+    /// guard of these locks alive on the calling thread.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) unsafe fn after_fork_child(&self) {
+        // SAFETY: the caller's contract.
+        unsafe { self.lock.reset_after_fork() };
+        let s = self.seq.load(Ordering::Relaxed);
+        if seq::state(s) != 0 {
+            self.seq.store(s & !seq::SEQ_STATE_MASK, Ordering::Release);
+        }
+        let live: Vec<Arc<Pending>> = self
+            .in_flight
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for p in live {
+            if p.state.try_lock().is_none() {
+                // SAFETY: the caller's contract; the lock's holder was a
+                // parent thread, and what it was writing is not read again:
+                // the count is overwritten and the waker forgotten.
+                unsafe { p.state.reset_after_fork() };
+                let mut st = p.state.lock();
+                st.remaining = usize::MAX / 2;
+                std::mem::forget(st.waker.take());
+            }
         }
     }
 }
@@ -187,11 +265,16 @@ impl BarrierState {
     /// shards first; `wakes` wakes the workers a flush or an entrain owes. The
     /// caller has checked that it is neither reading nor a callback of this
     /// domain.
+    ///
+    /// A wait longer than `stall`'s timeout is reported once, naming the
+    /// shards still pending (`worker_name` names their CB workers).
     pub(crate) fn run(
         &self,
         shards: &[CachePadded<Shard>],
         wakes: &Wakes,
         take_feeds: impl FnOnce(),
+        stall: &StallWatch,
+        worker_name: impl Fn(usize) -> String,
     ) {
         if mutant!(BarrierLenUnlocked, when shards.iter().all(|s| s.looks_idle_unlocked())) {
             // Broken variant: a lock-free look, without `Acquire`, finds
@@ -216,10 +299,21 @@ impl BarrierState {
         // of other threads' calls) before the length reads below (kernel:
         // the `smp_mb()` at the top of `rcu_barrier`).
         fence(Ordering::SeqCst);
-        let pending = entrain_all(shards, wakes, take_feeds);
+        let pending = entrain_all(self.new_pending(), shards, wakes, take_feeds);
+        let mut clock = stall.start();
         let mut st = pending.state.lock();
         while st.remaining != 0 {
-            pending.cv.wait(&mut st);
+            match stall.sleep_bound(&clock) {
+                None => pending.cv.wait(&mut st),
+                Some(bound) => pending.cv.wait_for(&mut st, bound),
+            }
+            if st.remaining != 0 && stall.due(&clock) {
+                // Outside the count's lock: the hook is the user's code.
+                drop(st);
+                let held = stalled_shards(shards, &worker_name);
+                stall.report(&mut clock, StallKind::Barrier, Holdups::Shards(held));
+                st = pending.state.lock();
+            }
         }
         drop(st);
         self.seq.store(
@@ -242,14 +336,45 @@ impl BarrierState {
         // Orders the caller's earlier `call()`s before the look at the
         // shards, as in `run`.
         fence(Ordering::SeqCst);
-        BarrierWait(entrain_all(shards, wakes, take_feeds))
+        BarrierWait(entrain_all(self.new_pending(), shards, wakes, take_feeds))
     }
+}
+
+/// The shards with callbacks pending, for a barrier's stall report: each
+/// is waiting for a grace period if its list still numbers one, else for
+/// its callback worker.
+fn stalled_shards(
+    shards: &[CachePadded<Shard>],
+    worker_name: &impl Fn(usize) -> String,
+) -> Vec<StalledShard> {
+    let mut held = Vec::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let b = shard.bypass.lock();
+        let l = shard.list.lock();
+        let pending = (shard.len_locked(&l) + b.len()) as u64;
+        if pending == 0 {
+            continue;
+        }
+        let holdup = if b.len() != 0 || l.cbs.waiting_for().next().is_some() {
+            ShardHoldup::GracePeriod
+        } else {
+            ShardHoldup::CallbackWorker
+        };
+        held.push(StalledShard {
+            shard: i,
+            pending,
+            holdup,
+            worker: worker_name(i),
+        });
+    }
+    held
 }
 
 /// Take the staged callbacks, then flush every shard's bypass and entrain
 /// an internal callback on every non-empty shard; the returned count drops
 /// to zero once each has run.
 fn entrain_all(
+    pending: Arc<Pending>,
     shards: &[CachePadded<Shard>],
     wakes: &Wakes,
     take_feeds: impl FnOnce(),
@@ -259,7 +384,6 @@ fn entrain_all(
     if !mutant!(BarrierSkipsFeeds) {
         take_feeds();
     }
-    let pending = Arc::new(Pending::new());
     for (i, shard) in shards.iter().enumerate() {
         // Under both locks (bypass, then list): flush the bypass, so that
         // its callbacks (lazy ones too) run before ours, then entrain.

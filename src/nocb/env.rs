@@ -150,6 +150,9 @@ pub(crate) struct ModelOptions {
     /// nothing but lazy callbacks waits for it turn it off: the lazy
     /// timeout is then longer than the model.
     pub(crate) lazy_timer_fires: bool,
+    /// Every wait that sleeps reports a stall at once (model time never
+    /// passes a real timeout).
+    pub(crate) stall_at_once: bool,
 }
 
 impl Default for ModelOptions {
@@ -159,6 +162,7 @@ impl Default for ModelOptions {
             wake_rate_limit: true,
             inline_gp: false,
             lazy_timer_fires: true,
+            stall_at_once: false,
         }
     }
 }

@@ -298,6 +298,30 @@ rcu_thread_local! {
     static OWNED_FEEDS: RefCell<OwnedFeeds> = RefCell::new(OwnedFeeds(Vec::new()));
 }
 
+/// In the child of a fork: mark orphaned every feed of `feeds` but the
+/// calling thread's for `domain` (the only thread the child has). Their
+/// owners are the parent's other threads, which never run here; a GP
+/// worker's scan, or a barrier, takes what they had published and drops
+/// them, as it does for a thread that exited.
+#[cfg(not(any(loom, shuttle)))]
+pub(crate) fn orphan_others_after_fork(feeds: &[Arc<Feed>], domain: u64) {
+    let mine = OWNED_FEEDS
+        .try_with(|o| {
+            o.borrow()
+                .0
+                .iter()
+                .find(|(d, _)| *d == domain)
+                .map(|(_, f)| Arc::as_ptr(f))
+        })
+        .ok()
+        .flatten();
+    for f in feeds {
+        if Some(Arc::as_ptr(f)) != mine {
+            f.orphaned.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// Stage the callback `f` in the calling thread's feed for `domain`: the
 /// enqueue's fast path (module docs).
 #[inline]

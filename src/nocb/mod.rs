@@ -31,6 +31,7 @@ mod discipline;
 mod enqueue;
 mod env;
 mod feed;
+mod panics;
 mod shard;
 mod throttle;
 mod timer;
@@ -43,7 +44,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::callback::BLOCK;
 use crate::mutants::{model_or_real, mutant};
-use crate::sync::{AtomicBool, AtomicU64, JoinHandle, Mutex, Ordering};
+use crate::stall::StallWatch;
+use crate::sync::{try_hold, AtomicBool, AtomicU64, HeldLocks, JoinHandle, Mutex, Ordering};
 
 use self::barrier::BarrierState;
 pub(crate) use self::barrier::BarrierWait;
@@ -55,6 +57,9 @@ use self::wake::{Delays, Wakes};
 
 pub(crate) use self::env::{default_stride, CallKind, Config, Env, ModelOptions, Spawn, Worker};
 pub use self::env::{ShardChoice, Staging};
+pub use self::panics::CallbackPanic;
+pub(crate) use self::panics::PanicHook;
+use self::panics::PanicReports;
 pub(crate) use self::shard::{in_any_callback, in_callback_of};
 crate::mutants::model_only! {
     pub(crate) use self::shard::set_shard_hint;
@@ -79,6 +84,15 @@ fn pool_blocks(cfg: &Config) -> usize {
     callbacks.div_ceil(BLOCK) + 4
 }
 
+/// What the domain hands the machinery besides its configuration: the
+/// stall detector it shares with the readers, the callback-panic hook, and
+/// the workers' name prefix.
+pub(crate) struct Hooks {
+    pub(crate) stall: Arc<StallWatch>,
+    pub(crate) on_panic: Option<PanicHook>,
+    pub(crate) thread_name_prefix: String,
+}
+
 /// Worker threads, started lazily.
 struct Workers {
     group_started: Vec<bool>,
@@ -100,8 +114,16 @@ pub(crate) struct Nocb {
     workers: Mutex<Workers>,
     /// Some worker has ever been started (nothing to drain otherwise).
     any_started: AtomicBool,
-    pub(crate) panics: AtomicU64,
-    panic_reported: AtomicBool,
+    pub(crate) panics: PanicReports,
+    /// Stall warnings of barriers (the grace periods' are the readers').
+    pub(crate) stall: Arc<StallWatch>,
+    /// The workers' names start with it (barrier stall reports name them).
+    thread_name_prefix: String,
+    /// This is a forked child's copy of the domain (domain/fork.rs): shards
+    /// may hold callbacks without workers. Not part of any modelled
+    /// protocol (no model forks): a plain std atomic.
+    #[cfg(not(any(loom, shuttle)))]
+    forked: std::sync::atomic::AtomicBool,
     barrier: BarrierState,
     /// Every thread's feed for this domain (feed.rs), until a GP worker
     /// drops an abandoned one. Lock order: this, then a feed's drain lock,
@@ -110,7 +132,7 @@ pub(crate) struct Nocb {
 }
 
 impl Nocb {
-    pub(crate) fn new(cfg: Config, domain: u64) -> Nocb {
+    pub(crate) fn new(cfg: Config, domain: u64, hooks: Hooks) -> Nocb {
         let delays = Delays {
             tick: cfg.tick_ns,
             lazy: cfg.lazy_ns,
@@ -130,8 +152,11 @@ impl Nocb {
             cfg,
             domain,
             any_started: AtomicBool::new(false),
-            panics: AtomicU64::new(0),
-            panic_reported: AtomicBool::new(false),
+            panics: PanicReports::new(hooks.on_panic),
+            stall: hooks.stall,
+            thread_name_prefix: hooks.thread_name_prefix,
+            #[cfg(not(any(loom, shuttle)))]
+            forked: std::sync::atomic::AtomicBool::new(false),
             barrier: BarrierState::new(),
             feeds: Mutex::new(Vec::new()),
         }
@@ -140,17 +165,29 @@ impl Nocb {
     /// Wait until every callback queued before this call has run (see
     /// barrier.rs). The caller has checked that it is neither reading nor
     /// a callback of this domain.
-    pub(crate) fn barrier(&self) {
-        self.barrier.run(&self.shards, &self.wakes, || {
-            self.take_feeds(Take::Barrier);
-        });
+    pub(crate) fn barrier(&self, env: Env<'_>) {
+        let worker_name = |i| Worker::Cb { shard: i }.name(&self.thread_name_prefix);
+        self.barrier.run(
+            &self.shards,
+            &self.wakes,
+            || self.take_feeds_for_barrier(env),
+            &self.stall,
+            worker_name,
+        );
+    }
+
+    /// A barrier's first step: every thread's staged callbacks go to their
+    /// shards, and (in a forked child) those shards get workers.
+    fn take_feeds_for_barrier(&self, env: Env<'_>) {
+        self.take_feeds(Take::Barrier);
+        self.restart_after_fork(env);
     }
 
     /// `barrier()` without the wait: the returned [`BarrierWait`] completes
     /// once every callback queued before this call has run.
-    pub(crate) fn barrier_async(&self) -> BarrierWait {
+    pub(crate) fn barrier_async(&self, env: Env<'_>) -> BarrierWait {
         self.barrier.start(&self.shards, &self.wakes, || {
-            self.take_feeds(Take::Barrier);
+            self.take_feeds_for_barrier(env)
         })
     }
 
@@ -209,7 +246,7 @@ impl Nocb {
     /// timer. Called once, when the last handle of the domain is dropped,
     /// before the grace-period engine stops (the callbacks need its grace
     /// periods).
-    pub(crate) fn shutdown(&self) {
+    pub(crate) fn shutdown(&self, env: Env<'_>) {
         if !self.any_started.load(Ordering::Acquire) {
             self.wakes.stop_timer();
             return;
@@ -221,7 +258,7 @@ impl Nocb {
             // left outside, and no callback is left to run).
             loop {
                 let before = self.total_queued();
-                self.barrier();
+                self.barrier(env);
                 if self.total_queued() == before && !self.feeds_hold_callbacks() {
                     break;
                 }
@@ -240,6 +277,88 @@ impl Nocb {
         self.wakes.stop_timer();
     }
 
+    /// Hold every lock of the machinery that is only ever held briefly, for
+    /// a fork (domain/fork.rs), or nothing if one is taken: the workers'
+    /// and feeds' registries, every feed's drain lock, every shard's locks,
+    /// the wake and timer locks, the throttle's, and the barriers' list.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        if !try_hold(&self.workers, held) {
+            return false;
+        }
+        let Some(list) = self.feeds.try_lock() else {
+            return false;
+        };
+        let feeds: *const [Arc<Feed>] = &list[..];
+        held.push(list);
+        // SAFETY: the list's guard is in `held` now, which releases locks
+        // in the reverse order of their taking: every drain lock taken
+        // below is released before the list's. Until then nobody can
+        // change the list (only done under its lock), so the slice stays
+        // valid, and each feed stays alive (the list owns an `Arc` of it)
+        // for as long as its drain guard does. The slice is used only
+        // here, while `held` is alive.
+        let feeds: &'a [Arc<Feed>] = unsafe { &*feeds };
+        feeds.iter().all(|f| try_hold(&f.drain, held))
+            && self.shards.iter().all(|s| s.hold_for_fork(held))
+            && self.wakes.hold_for_fork(held)
+            && self.throttle.hold_for_fork(held)
+            && self.barrier.hold_for_fork(held)
+    }
+
+    /// In the child of a fork (one thread, the caller; every lock of
+    /// [`hold_for_fork`](Nocb::hold_for_fork) was held across the fork and
+    /// released): no worker of the parent exists here. Every shard counts
+    /// as not started, so the next `call()`, `barrier()` or the domain's
+    /// drop starts its workers; the callbacks still queued (in lists,
+    /// bypasses, and the parent's threads' feeds) run then, in the child as
+    /// in the parent.
+    ///
+    /// # Safety
+    ///
+    /// Only in the child of a fork, before it starts any thread, with no
+    /// guard of the domain's locks alive on the calling thread.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) unsafe fn after_fork_child(&self) {
+        self.forked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut w = self.workers.lock();
+            for h in w.handles.drain(..) {
+                // The parent's threads: never joined here.
+                std::mem::forget(h);
+            }
+            w.group_started.iter_mut().for_each(|g| *g = false);
+        }
+        for shard in self.shards.iter() {
+            shard.after_fork_child();
+        }
+        self.wakes.after_fork_child();
+        self.throttle.after_fork_child();
+        // SAFETY: the caller's contract.
+        unsafe { self.barrier.after_fork_child() };
+        feed::orphan_others_after_fork(&self.feeds.lock(), self.domain);
+    }
+
+    /// In a forked child, start the workers of every shard that holds
+    /// callbacks and has none (the parent's are not here): called by
+    /// barriers and by GP workers' scans, which may move the callbacks of
+    /// the parent's threads' feeds to shards nobody has used in the child.
+    /// Nothing to do, and nothing read, in a process that never forked.
+    #[inline]
+    pub(crate) fn restart_after_fork(&self, env: Env<'_>) {
+        #[cfg(not(any(loom, shuttle)))]
+        if self.forked.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, shard) in self.shards.iter().enumerate() {
+                if !shard.started.load(Ordering::Acquire) && shard.backlog() != 0 {
+                    self.start_workers(env, i);
+                }
+            }
+        }
+        #[cfg(any(loom, shuttle))]
+        let _ = env;
+    }
+
     /// Does some thread's feed hold a callback it staged (a callback run
     /// during the last barrier may have staged one)?
     fn feeds_hold_callbacks(&self) -> bool {
@@ -255,21 +374,5 @@ impl Nocb {
             .iter()
             .map(|s| s.bypass.lock().queued + s.list.lock().queued)
             .sum()
-    }
-
-    /// Count a panicking callback, and report the first one of the domain.
-    /// A failed write to stderr (say, a closed pipe) is ignored: reporting
-    /// must not panic the worker.
-    fn report_panic(&self, shard: usize) {
-        self.panics.fetch_add(1, Ordering::Relaxed);
-        if !self.panic_reported.swap(true, Ordering::Relaxed) {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "rcu_offload: a callback panicked on callback worker rcuo/{shard}; \
-                 the worker carries on with the other callbacks. Further panics \
-                 of this domain are only counted (Rcu::stats().panics)."
-            );
-        }
     }
 }

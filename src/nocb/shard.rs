@@ -43,7 +43,8 @@ use crate::callback::{CbQueue, Slot};
 use crate::mutants::{model_only, mutant};
 use crate::segcblist::SegCbList;
 use crate::sync::{
-    current_cpu, first_shard_hint, rcu_thread_local, AtomicBool, AtomicUsize, Mutex, Ordering,
+    current_cpu, first_shard_hint, rcu_thread_local, try_hold, AtomicBool, AtomicUsize, HeldLocks,
+    Mutex, Ordering,
 };
 
 use super::bypass::Bypass;
@@ -96,6 +97,28 @@ impl Shard {
             len: AtomicUsize::new(0),
             started: AtomicBool::new(false),
         }
+    }
+
+    /// Hold the shard's locks (bypass, list, CB worker's sleep) for a fork,
+    /// or nothing if one is taken.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.bypass, held) && try_hold(&self.list, held) && self.cb.hold_for_fork(held)
+    }
+
+    /// In the child of a fork (one thread; no lock held): its workers are
+    /// the parent's, so none runs; the length drops the callbacks a CB
+    /// worker had taken out of the list to run, which the child will never
+    /// see again (they run in the parent only).
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        self.started.store(false, Ordering::Relaxed);
+        let b = self.bypass.lock();
+        let l = self.list.lock();
+        self.len.store(l.cbs.len(), Ordering::Release);
+        self.bypass_len.store(b.len(), Ordering::Release);
+        drop((l, b));
+        self.cb.after_fork_child();
     }
 
     /// Raise the shard length by `n`; `_held` proves the list lock is held.

@@ -39,7 +39,7 @@
 //! [`Stats::throttle_expedited`]: crate::Stats::throttle_expedited
 
 use crate::mutants::mutant;
-use crate::sync::{fence, AtomicU64, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::sync::{fence, try_hold, AtomicU64, AtomicUsize, Condvar, HeldLocks, Mutex, Ordering};
 
 /// The domain's throttle state.
 pub(crate) struct Throttle {
@@ -72,6 +72,18 @@ impl Throttle {
             throttled: AtomicU64::new(0),
             expedited: AtomicU64::new(0),
         }
+    }
+
+    /// Hold the waiters' lock for a fork, if it is free.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.lock, held)
+    }
+
+    /// In the child of a fork: the throttled callers were the parent's.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        self.waiters.store(0, Ordering::Relaxed);
     }
 
     /// Block until `backlog()` is at or below low water. The caller has

@@ -31,7 +31,7 @@
 //! [`GroupWake::fire`]: super::wake::GroupWake::fire
 
 use crate::mutants::mutant;
-use crate::sync::{Condvar, JoinHandle, Mutex, TimerClock};
+use crate::sync::{try_hold, Condvar, HeldLocks, JoinHandle, Mutex, TimerClock};
 
 struct TimerState {
     /// Latest deadline scheduled per group (a stale copy once cancelled).
@@ -60,6 +60,23 @@ impl TimerService {
             }),
             cv: Condvar::new(),
         }
+    }
+
+    /// Hold the service's lock for a fork, if it is free.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.state, held)
+    }
+
+    /// In the child of a fork: the timer thread is the parent's (never
+    /// joined here), and no deadline is armed; the next `schedule` starts a
+    /// thread of the child's.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        let mut s = self.state.lock();
+        std::mem::forget(s.thread.take());
+        s.deadlines.iter_mut().for_each(|d| *d = None);
+        s.sleeping_until = u64::MAX;
     }
 
     /// Fire group `g`'s timer at `deadline`, replacing any earlier schedule.

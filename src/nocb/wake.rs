@@ -111,7 +111,9 @@
 //! the no-lost-wake argument can be read in one file.
 
 use crate::mutants::{model_only, mutant, mutant_diverts};
-use crate::sync::{now_ns, timer_fired_at, AtomicU8, Condvar, Mutex, Ordering};
+use crate::sync::{
+    now_ns, timer_fired_at, try_hold, AtomicU8, Condvar, HeldLocks, Mutex, Ordering,
+};
 
 use super::env::{CallKind, Env, ModelOptions, Worker};
 use super::timer::TimerService;
@@ -675,6 +677,31 @@ impl Wakes {
         }
     }
 
+    /// Hold every group's wake lock and the timer's lock for a fork, or
+    /// nothing if one is taken.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        self.groups.iter().all(|g| try_hold(&g.wake, held)) && self.timer.hold_for_fork(held)
+    }
+
+    /// In the child of a fork (one thread; no lock held): no GP worker and
+    /// no timer thread exist, so nothing sleeps, nothing is armed, and no
+    /// wake is owed; a restarted GP worker begins with a full scan, which
+    /// re-arms whatever its shards need. The counters are kept.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        for group in self.groups.iter() {
+            let mut w = group.wake.lock();
+            w.asleep = false;
+            w.awaited = None;
+            w.flush_all = false;
+            w.last_direct_wake = u64::MAX;
+            w.cancel();
+            group.publish(&w);
+        }
+        self.timer.after_fork_child();
+    }
+
     /// Shutdown: stop and join the timer thread, after the workers.
     pub(crate) fn stop_timer(&self) {
         self.timer.shutdown();
@@ -847,6 +874,20 @@ impl CbWaker {
     pub(crate) fn stop(&self) {
         self.state.lock().stop = true;
         self.cv.notify_all();
+    }
+
+    /// Hold the sleep lock for a fork, if it is free.
+    #[cfg_attr(any(loom, shuttle), allow(dead_code))]
+    pub(crate) fn hold_for_fork<'a>(&'a self, held: &mut HeldLocks<'a>) -> bool {
+        try_hold(&self.state, held)
+    }
+
+    /// In the child of a fork: no CB worker sleeps (or runs).
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn after_fork_child(&self) {
+        let mut w = self.state.lock();
+        w.asleep = false;
+        w.stop = false;
     }
 
     /// Times the CB worker woke up.

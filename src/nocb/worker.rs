@@ -77,6 +77,7 @@ impl Nocb {
             // Threads' feeds first (feed.rs): what they staged joins the
             // lists this scan is about to look at.
             self.take_feeds(Take::Scan(g));
+            self.restart_after_fork(env);
             let mut left = LeftBehind::Nothing;
             let now = now_ns();
             for i in self.wakes.groups[g].shards.clone() {
@@ -215,15 +216,12 @@ impl Nocb {
         }
     }
 
-    /// Run one callback; a panic is caught, counted and reported, and so is
-    /// a panic while dropping the first panic's payload (user code too), so
-    /// nothing a callback does can kill its worker.
+    /// Run one callback; a panic is caught, counted and reported
+    /// (panics.rs), so nothing a callback does can kill its worker.
     fn invoke_caught(&self, i: usize, slot: Slot) {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| slot.invoke())) {
-            self.report_panic(i);
-            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                std::mem::forget(again);
-            }
+            let worker = super::env::Worker::Cb { shard: i }.name(&self.thread_name_prefix);
+            self.panics.report(i, &worker, payload);
         }
     }
 
