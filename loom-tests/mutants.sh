@@ -77,13 +77,26 @@ SHUTTLE_MUTANTS=(
 
 cargo build --release --tests --quiet || exit 2
 survivors=0
-for entry in "${MUTANTS[@]}"; do
-  IFS='|' read -r mutant model expect <<<"$entry"
-  bin=${model%%::*}
-  test=${model#*::}
+
+# run_model BIN TEST: the loom model, with the environment's mutant.
+run_model() {
+  cargo nextest run --release --no-fail-fast -E "binary(=$1) & test(=$2)" 2>&1
+}
+
+# run_shuttle BIN TEST: the shuttle test, with the environment's mutant.
+run_shuttle() {
+  (cd ../shuttle-tests && RUSTFLAGS="--cfg shuttle" \
+    CARGO_TARGET_DIR="${SHUTTLE_TARGET_DIR:-../target/shuttle}" \
+    cargo test -p rcu-offload-shuttle-tests --release --test "$1" -- --exact "$2" 2>&1)
+}
+
+# check RUNNER ROW: the row's mutant must make its model fail with the
+# row's text.
+check() {
+  local runner=$1 mutant model expect out rc start ms secs
+  IFS='|' read -r mutant model expect <<<"$2"
   start=$(date +%s%N)
-  out=$(RCU_LOOM_MUTANT=$mutant cargo nextest run --release --no-fail-fast \
-        -E "binary(=$bin) & test(=$test)" 2>&1)
+  out=$(RCU_LOOM_MUTANT=$mutant "$runner" "${model%%::*}" "${model#*::}")
   rc=$?
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
   secs="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
@@ -94,26 +107,10 @@ for entry in "${MUTANTS[@]}"; do
     tail -n 30 <<<"$out"
     survivors=$((survivors + 1))
   fi
-done
-for entry in "${SHUTTLE_MUTANTS[@]}"; do
-  IFS='|' read -r mutant model expect <<<"$entry"
-  bin=${model%%::*}
-  test=${model#*::}
-  start=$(date +%s%N)
-  out=$(cd ../shuttle-tests && RCU_LOOM_MUTANT=$mutant RUSTFLAGS="--cfg shuttle" \
-        CARGO_TARGET_DIR="${SHUTTLE_TARGET_DIR:-../target/shuttle}" \
-        cargo test -p rcu-offload-shuttle-tests --release --test "$bin" -- --exact "$test" 2>&1)
-  rc=$?
-  ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  secs="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
-  if [ $rc -ne 0 ] && grep -qF -- "$expect" <<<"$out"; then
-    echo "killed   $mutant by shuttle $model (${secs}s): \"$expect\""
-  else
-    echo "SURVIVED $mutant: shuttle $model exit $rc, expected failure containing \"$expect\""
-    tail -n 30 <<<"$out"
-    survivors=$((survivors + 1))
-  fi
-done
+}
+
+for entry in "${MUTANTS[@]}"; do check run_model "$entry"; done
+for entry in "${SHUTTLE_MUTANTS[@]}"; do check run_shuttle "$entry"; done
 total=$(( ${#MUTANTS[@]} + ${#SHUTTLE_MUTANTS[@]} ))
 echo "mutants: $(( total - survivors )) killed, $survivors survived"
 [ $survivors -eq 0 ]

@@ -8,7 +8,9 @@
 //! Nobody polls. The thread that waits (the grace-period lock holder in
 //! `ReadState::wait_for_readers`, a blocking `barrier()` caller) already
 //! sleeps on a condition variable; with a stall timeout it sleeps with a
-//! deadline instead, and when the deadline passes with the wait not over it
+//! deadline instead, counted from the moment it first went to sleep (a
+//! grace period that never sleeps does not even read the clock), and when
+//! the deadline passes with the wait not over it
 //! builds one [`StallReport`] and hands it to [`StallWatch::report`]. Then it
 //! waits on without a deadline: one report per stalled wait, not one per
 //! check. Readers are untouched: what a report says about a thread (its
@@ -335,25 +337,34 @@ impl StallWatch {
     }
 
     /// A clock for one wait that starts now.
+    ///
+    /// The clock reads the time only once the waiter is about to sleep (its
+    /// first [`due`](StallWatch::due) or
+    /// [`sleep_bound`](StallWatch::sleep_bound)): a grace period that never
+    /// sleeps, the common case, pays nothing for stall warnings.
     pub(crate) fn start(&self) -> StallClock {
         StallClock {
-            started_ns: now_ns(),
+            started_ns: None,
             reported: self.timeout_ns.is_none(),
         }
     }
 
     /// How long the waiter of `clock` may sleep before it must report
     /// (`None`: no deadline, it has reported or stall warnings are off).
-    pub(crate) fn sleep_bound(&self, clock: &StallClock) -> Option<Duration> {
+    pub(crate) fn sleep_bound(&self, clock: &mut StallClock) -> Option<Duration> {
         let timeout = self.timeout_ns.filter(|_| !clock.reported)?;
-        let deadline = clock.started_ns.saturating_add(timeout);
-        Some(Duration::from_nanos(deadline.saturating_sub(now_ns())))
+        let now = now_ns();
+        let deadline = clock.started(now).saturating_add(timeout);
+        Some(Duration::from_nanos(deadline.saturating_sub(now)))
     }
 
     /// Has the wait of `clock` passed the timeout without a report yet?
-    pub(crate) fn due(&self, clock: &StallClock) -> bool {
+    pub(crate) fn due(&self, clock: &mut StallClock) -> bool {
         match self.timeout_ns {
-            Some(t) if !clock.reported => now_ns().saturating_sub(clock.started_ns) >= t,
+            Some(t) if !clock.reported => {
+                let now = now_ns();
+                now.saturating_sub(clock.started(now)) >= t
+            }
             _ => false,
         }
     }
@@ -372,7 +383,10 @@ impl StallWatch {
         let report = StallReport {
             kind: what,
             domain: self.domain,
-            waited: Duration::from_nanos(now_ns().saturating_sub(clock.started_ns)),
+            waited: {
+                let now = now_ns();
+                Duration::from_nanos(now.saturating_sub(clock.started(now)))
+            },
             readers,
             shards,
         };
@@ -409,6 +423,14 @@ pub(crate) enum Holdups {
 
 /// One wait's start and whether it has reported.
 pub(crate) struct StallClock {
-    started_ns: u64,
+    /// When the waiter first looked at the clock (about to sleep).
+    started_ns: Option<u64>,
     reported: bool,
+}
+
+impl StallClock {
+    /// The wait's start, which is `now` if the clock had not started.
+    fn started(&mut self, now: u64) -> u64 {
+        *self.started_ns.get_or_insert(now)
+    }
 }

@@ -303,11 +303,11 @@ impl BarrierState {
         let mut clock = stall.start();
         let mut st = pending.state.lock();
         while st.remaining != 0 {
-            match stall.sleep_bound(&clock) {
+            match stall.sleep_bound(&mut clock) {
                 None => pending.cv.wait(&mut st),
                 Some(bound) => pending.cv.wait_for(&mut st, bound),
             }
-            if st.remaining != 0 && stall.due(&clock) {
+            if st.remaining != 0 && stall.due(&mut clock) {
                 // Outside the count's lock: the hook is the user's code.
                 drop(st);
                 let held = stalled_shards(shards, &worker_name);
