@@ -287,3 +287,41 @@ fn callbacks_staged_by_another_thread_run_in_the_child() {
     rcu.barrier();
     assert_eq!(RAN.load(Ordering::SeqCst), 10);
 }
+
+#[test]
+fn a_child_forked_in_a_callback_ends_when_the_callback_returns() {
+    let rcu = Rcu::new();
+    let (tx, rx) = mpsc::channel();
+    rcu.call(move || {
+        // SAFETY (test): the child only returns from this callback.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The child: its only thread returns to the CB worker's loop,
+            // which must let it go (the process then ends, status 0)
+            // rather than go on as a worker of the parent's queues.
+            return;
+        }
+        tx.send(pid).unwrap();
+    });
+    let pid = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut status = 0;
+    loop {
+        // SAFETY (test): `pid` is our child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY (test): killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the child hung for 60 s");
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status:#x}"
+    );
+    rcu.barrier();
+}

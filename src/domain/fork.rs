@@ -58,15 +58,19 @@
 //! on its own, in the middle of its loop. The domain is then not restarted:
 //! every later start of one of its worker threads in the child panics with
 //! a message naming fork, and so do `call()`, `barrier()` and the drop that
-//! need one. Calling `fork()` from a stall hook (which runs under the GP
-//! lock) is not supported.
+//! need one. A CB worker whose callback forked leaves its loop in the child
+//! as soon as that callback returns (its batch and accounting are the
+//! parent's); its thread then ends, and with it the child, unless the child
+//! started threads of its own. No domain starts a thread in such a child
+//! on its own account (see `child`). Calling `fork()` from a stall hook
+//! (which runs under the GP lock) is not supported.
 //!
 //! Only in real builds: a model checker has no fork.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Once, Weak};
 
-use crate::nocb::{in_callback_of, Worker};
+use crate::nocb::{in_any_callback, in_callback_of, Worker};
 use crate::sync::HeldLocks;
 
 use super::{quiesce, Core, ON_WORKER_THREAD};
@@ -182,34 +186,77 @@ extern "C" fn child() {
         // registry's.
         drop(hold);
         let worker_of = ON_WORKER_THREAD.with(|w| w.get());
+        let mut engines = Vec::new();
         for core in &cores {
             let id = core.reader.id();
-            let on_worker = worker_of == id || in_callback_of(id);
+            let forker = if in_callback_of(id) {
+                Forker::Callback
+            } else if worker_of == id {
+                Forker::Worker
+            } else {
+                Forker::Other
+            };
             // SAFETY: this is the child of a fork, with one thread (this
             // one), which holds no guard of the domain's locks (prepare's
             // were just released, and no user code that could hold one
-            // runs inside a fork call).
-            unsafe { core.after_fork_child(on_worker) };
+            // runs inside a fork call); no thread starts before every
+            // domain is reset.
+            if unsafe { core.after_fork_child(forker) } == Engine::Restart {
+                engines.push(core);
+            }
+        }
+        // Forked on a worker thread (of any domain), this thread leaves its
+        // worker's loop and ends: a thread started now would outlive it and
+        // keep the child alive for ever. Engines then start when asked.
+        if worker_of != 0 || in_any_callback() {
+            return;
+        }
+        for core in engines {
+            // Tasks or polled cookies wait for grace periods that only the
+            // engine would run: start the child's own now.
+            let spawn = || Core::spawn(core, Worker::Engine);
+            core.gp.request(core.gp.needed(), spawn);
         }
     });
 }
 
+/// Which thread of the parent the child's only thread is, for one domain.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forker {
+    /// It ran one of the domain's callbacks.
+    Callback,
+    /// It is another of the domain's worker threads (a waker forked).
+    Worker,
+    /// Any other thread.
+    Other,
+}
+
+/// Whether a reset domain needs its engine thread started in the child.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Restart,
+    WhenAsked,
+}
+
 impl Core {
-    /// Repair and reset the domain in the child (module docs);
-    /// `on_worker`: the forking thread is a worker thread or ran a
-    /// callback, so the domain is poisoned instead of restarted.
+    /// Repair and reset the domain in the child (module docs). If `forker`
+    /// is one of the domain's workers, the domain is poisoned instead of
+    /// restarted.
     ///
     /// # Safety
     ///
     /// Only in the child of a fork, before it starts any thread, with no
     /// guard of the domain's locks alive on the calling thread.
-    unsafe fn after_fork_child(self: &Arc<Core>, on_worker: bool) {
+    unsafe fn after_fork_child(&self, forker: Forker) -> Engine {
         self.reader.after_fork_child();
         // SAFETY: the caller's contract.
         let engine_has_work = unsafe { self.gp.after_fork_child() };
         // SAFETY: the caller's contract.
         unsafe { self.nocb.after_fork_child() };
-        if on_worker {
+        if forker == Forker::Callback {
+            self.nocb.stop_forking_worker();
+        }
+        if forker != Forker::Other {
             let _ = self.fork_poison.set(
                 "rcu_offload: this domain cannot start threads in a child of fork(): \
                  fork() was called on one of its worker threads (from a callback or a \
@@ -217,13 +264,12 @@ impl Core {
                  ordinary thread."
                     .to_owned(),
             );
-            return;
+            return Engine::WhenAsked;
         }
         if engine_has_work && self.handles.load(crate::sync::Ordering::Relaxed) != 0 {
-            // Tasks or polled cookies wait for grace periods that only the
-            // engine would run: start the child's own now.
-            let spawn = || Core::spawn(self, Worker::Engine);
-            self.gp.request(self.gp.needed(), spawn);
+            Engine::Restart
+        } else {
+            Engine::WhenAsked
         }
     }
 }

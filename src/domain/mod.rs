@@ -178,7 +178,9 @@ impl Core {
 ///   dropped in the child. If the forking thread is one of the domain's
 ///   workers (a callback or a waker called `fork()`), the child's domain
 ///   cannot start threads: `call()`, `barrier()` and the last handle's drop
-///   panic with a message naming fork.
+///   panic with a message naming fork; a child forked in a callback leaves
+///   the callback worker's loop when that callback returns, and its thread
+///   ends (the child exits with status 0 if it has no other thread).
 ///
 /// # Example
 ///

@@ -124,6 +124,11 @@ pub(crate) struct Nocb {
     /// protocol (no model forks): a plain std atomic.
     #[cfg(not(any(loom, shuttle)))]
     forked: std::sync::atomic::AtomicBool,
+    /// This is a forked child whose only thread forked inside one of this
+    /// domain's callbacks: it stops being a CB worker as soon as that
+    /// callback returns. Real builds only, a plain std atomic.
+    #[cfg(not(any(loom, shuttle)))]
+    forked_in_callback: std::sync::atomic::AtomicBool,
     barrier: BarrierState,
     /// Every thread's feed for this domain (feed.rs), until a GP worker
     /// drops an abandoned one. Lock order: this, then a feed's drain lock,
@@ -157,6 +162,8 @@ impl Nocb {
             thread_name_prefix: hooks.thread_name_prefix,
             #[cfg(not(any(loom, shuttle)))]
             forked: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(not(any(loom, shuttle)))]
+            forked_in_callback: std::sync::atomic::AtomicBool::new(false),
             barrier: BarrierState::new(),
             feeds: Mutex::new(Vec::new()),
         }
@@ -357,6 +364,30 @@ impl Nocb {
         }
         #[cfg(any(loom, shuttle))]
         let _ = env;
+    }
+
+    /// Did the callback this thread just ran call `fork()`, making this
+    /// thread a forked child's only thread? Always `false` in models.
+    #[inline]
+    pub(crate) fn forked_here(&self) -> bool {
+        #[cfg(not(any(loom, shuttle)))]
+        {
+            self.forked_in_callback
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+        #[cfg(any(loom, shuttle))]
+        {
+            false
+        }
+    }
+
+    /// In a forked child whose forking thread was running one of this
+    /// domain's callbacks: make that thread leave the CB worker's loop when
+    /// the callback returns (its batch and accounting are the parent's).
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn stop_forking_worker(&self) {
+        self.forked_in_callback
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Does some thread's feed hold a callback it staged (a callback run

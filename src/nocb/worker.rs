@@ -197,6 +197,12 @@ impl Nocb {
                 let mut ran = 0;
                 while let Some(slot) = batch.pop_front(&mut cache) {
                     self.invoke_caught(i, slot);
+                    if self.forked_here() {
+                        // This callback called fork(): we are the child's
+                        // only thread, and this worker's loop is the
+                        // parent's. Stop here (fork.rs).
+                        return;
+                    }
                     ran += 1;
                     if barrier_ran() {
                         self.account(i, ran, &mut cache);
