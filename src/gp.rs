@@ -65,6 +65,10 @@ pub(crate) struct GpState {
     /// Tasks awaiting a grace period (`Rcu::synchronize_async`), woken by
     /// whoever ends it (wait.rs).
     waiters: WakerTable,
+    /// A forked child's only thread is this engine's, forked in a waker
+    /// (fork.rs). Real builds only, a plain std atomic.
+    #[cfg(not(any(loom, shuttle)))]
+    forked_on_engine: std::sync::atomic::AtomicBool,
 }
 
 impl GpState {
@@ -80,6 +84,8 @@ impl GpState {
             }),
             engine_cv: Condvar::new(),
             waiters: WakerTable::new(),
+            #[cfg(not(any(loom, shuttle)))]
+            forked_on_engine: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -216,9 +222,37 @@ impl GpState {
                     self.engine_cv.wait(&mut e);
                 }
             };
+            // Runs the wakers of tasks awaiting the grace period.
             self.wait_for(target, readers);
+            if self.forked_here() {
+                // A waker called fork(): this thread is a forked child's
+                // only one, in the parent's engine loop (fork.rs).
+                return;
+            }
             on_done();
         }
+    }
+
+    /// Did a waker this thread ran call `fork()`, making it a forked
+    /// child's only thread? Always `false` in models.
+    fn forked_here(&self) -> bool {
+        #[cfg(not(any(loom, shuttle)))]
+        {
+            self.forked_on_engine
+                .load(std::sync::atomic::Ordering::Relaxed)
+        }
+        #[cfg(any(loom, shuttle))]
+        {
+            false
+        }
+    }
+
+    /// In a forked child whose only thread forked in a waker this engine
+    /// ran: make it leave the engine's loop.
+    #[cfg(not(any(loom, shuttle)))]
+    pub(crate) fn stop_forking_engine(&self) {
+        self.forked_on_engine
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Hold the engine's and the waker table's locks for a fork

@@ -371,9 +371,15 @@ impl ReadState {
                 .collect()
         };
         let mut spins = 0;
+        // A stall deadline broke the sleep below with `gp_waiting` still set.
+        let mut left_waiting = false;
         loop {
             waiting.retain(|r| is_old(r.ctr.load(Ordering::Acquire), cur));
             if waiting.is_empty() {
+                if left_waiting {
+                    // So that readers stop taking the wake lock for nothing.
+                    self.gp_waiting.store(false, Ordering::Relaxed);
+                }
                 return;
             }
             if spins < self.spin_limit {
@@ -408,6 +414,7 @@ impl ReadState {
                         self.wake_cv.wait_for(&mut g, bound);
                         if self.stall.due(clock) {
                             // Re-check the readers, then report.
+                            left_waiting = true;
                             break;
                         }
                     }

@@ -393,8 +393,20 @@ impl StallWatch {
         use std::io::Write;
         match &self.hook {
             Some(hook) => {
+                let pid = std::process::id();
                 let call = std::panic::AssertUnwindSafe(|| hook(&report));
-                if let Err(payload) = std::panic::catch_unwind(call) {
+                let outcome = std::panic::catch_unwind(call);
+                if std::process::id() != pid {
+                    // The hook forked, and this is the child: the wait it
+                    // returns to holds the domain's GP (or barrier) lock
+                    // and waits for the parent's threads, which the child
+                    // does not have. It cannot go on.
+                    panic!(
+                        "rcu_offload: fork() was called inside a stall hook; the child \
+                         cannot continue the grace period or barrier that was waiting"
+                    );
+                }
+                if let Err(payload) = outcome {
                     let _ = writeln!(
                         std::io::stderr(),
                         "rcu_offload: the stall hook panicked; the report was: {report}"

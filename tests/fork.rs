@@ -325,3 +325,30 @@ fn a_child_forked_in_a_callback_ends_when_the_callback_returns() {
     );
     rcu.barrier();
 }
+
+#[test]
+fn a_call_in_the_child_runs_without_a_barrier() {
+    let rcu = Rcu::new();
+    // This thread's feed exists and is open at the fork.
+    rcu.call(|| ());
+    rcu.barrier();
+    rcu.call(|| ());
+    let status = fork_and_wait(|| {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = Arc::clone(&ran);
+        rcu.call(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        // No barrier, no more calls: the callback must run on its own.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ran.load(Ordering::SeqCst) == 0 {
+            if Instant::now() > deadline {
+                return 10;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        0
+    });
+    assert_eq!(status, 0);
+    rcu.barrier();
+}

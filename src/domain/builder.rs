@@ -383,7 +383,8 @@ impl Builder {
     /// grace-period (or barrier) lock, so the hook must not wait for a
     /// grace period or a barrier of the same domain; logging, counting and
     /// sending the report elsewhere are what it is for. A panic in the hook
-    /// is caught and the report printed on stderr instead.
+    /// is caught and the report printed on stderr instead. A hook that
+    /// calls `fork()` makes the child panic, naming fork, when it returns.
     ///
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};

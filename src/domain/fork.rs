@@ -7,7 +7,9 @@
 //!
 //! A child has one thread, the one that called `fork()`. In it every domain
 //! keeps working: `read`, `synchronize`, polled and async waits, `call`,
-//! `barrier`, the cells, and dropping the last handle.
+//! `barrier`, and dropping the last handle; so do the cells, except one
+//! that a parent thread was writing at the fork (inside `update`'s
+//! closure), whose writer lock stays held in the child.
 //!
 //! * **Readers.** The records of the parent's other threads are dropped
 //!   from the registry: those threads never leave their sections here, and
@@ -61,9 +63,27 @@
 //! need one. A CB worker whose callback forked leaves its loop in the child
 //! as soon as that callback returns (its batch and accounting are the
 //! parent's); its thread then ends, and with it the child, unless the child
-//! started threads of its own. No domain starts a thread in such a child
-//! on its own account (see `child`). Calling `fork()` from a stall hook
-//! (which runs under the GP lock) is not supported.
+//! started threads of its own. The same goes for a waker that forked on the
+//! engine thread or a GP worker. No domain starts a thread in such a child
+//! on its own account (see `child`). A stall hook that forks (it runs
+//! holding the grace-period or barrier lock, inside a wait for the
+//! parent's threads) makes the child's thread panic, naming fork, as soon
+//! as the hook returns.
+//!
+//! # Also worth knowing
+//!
+//! * The wakers of tasks that awaited a grace period at the fork are the
+//!   parent's tasks' (the forking thread's own among them): the child's
+//!   engine wakes them when their grace period ends there, running the
+//!   parent executor's waker code on the child's copy of its memory.
+//! * When the engine had work at the fork, the child starts its own engine
+//!   thread at once; a child forked from a thread other than its main one
+//!   that later returns from that thread (instead of calling `exit`) is
+//!   then kept alive by it.
+//! * An async barrier whose internal callback a parent CB worker had taken
+//!   out to run never completes in the child.
+//! * In the child, the forking thread's reader record keeps the parent's
+//!   thread id: a stall report there would call it exited.
 //!
 //! Only in real builds: a model checker has no fork.
 
@@ -253,8 +273,10 @@ impl Core {
         let engine_has_work = unsafe { self.gp.after_fork_child() };
         // SAFETY: the caller's contract.
         unsafe { self.nocb.after_fork_child() };
-        if forker == Forker::Callback {
+        if forker != Forker::Other {
+            // Whichever worker loop this thread is in, it leaves it.
             self.nocb.stop_forking_worker();
+            self.gp.stop_forking_engine();
         }
         if forker != Forker::Other {
             let _ = self.fork_poison.set(

@@ -10,8 +10,9 @@
 //! their own (a CB worker stopping at shutdown holds its sleep lock, then
 //! takes its list lock; an enqueue takes a bypass, then a list), and
 //! prepare's fixed order inverts some of them, so waiting while holding
-//! could deadlock with them. Checked by the loom model
-//! `fork_prepare_races_shutdown` (loom-tests/tests/fork.rs; mutant
+//! could deadlock with them. Checked by the shuttle test
+//! `fork_prepare_races_shutdown` (shuttle-tests/tests/fork_prepare.rs; loom
+//! cannot model a `try_lock` that must not block, loom issue #376; mutant
 //! `fork_prepare_blocking` takes the locks one blocking `lock()` after
 //! another and deadlocks with the stopping CB worker).
 //!

@@ -341,8 +341,8 @@ impl BarrierState {
 }
 
 /// The shards with callbacks pending, for a barrier's stall report: each
-/// is waiting for a grace period if its list still numbers one, else for
-/// its callback worker.
+/// waits for its callback worker if it has DONE callbacks or a batch out,
+/// else for a grace period.
 fn stalled_shards(
     shards: &[CachePadded<Shard>],
     worker_name: &impl Fn(usize) -> String,
@@ -355,10 +355,15 @@ fn stalled_shards(
         if pending == 0 {
             continue;
         }
-        let holdup = if b.len() != 0 || l.cbs.waiting_for().next().is_some() {
-            ShardHoldup::GracePeriod
-        } else {
+        // DONE callbacks, or a batch taken out and not yet accounted for
+        // (the length counts it, the list no longer holds it): the CB
+        // worker's. Otherwise they wait for a grace period (or for a GP
+        // worker to number them).
+        let in_flight = shard.len_locked(&l) > l.cbs.len();
+        let holdup = if l.cbs.done() != 0 || in_flight {
             ShardHoldup::CallbackWorker
+        } else {
+            ShardHoldup::GracePeriod
         };
         held.push(StalledShard {
             shard: i,

@@ -298,11 +298,14 @@ rcu_thread_local! {
     static OWNED_FEEDS: RefCell<OwnedFeeds> = RefCell::new(OwnedFeeds(Vec::new()));
 }
 
-/// In the child of a fork: mark orphaned every feed of `feeds` but the
-/// calling thread's for `domain` (the only thread the child has). Their
-/// owners are the parent's other threads, which never run here; a GP
-/// worker's scan, or a barrier, takes what they had published and drops
-/// them, as it does for a thread that exited.
+/// In the child of a fork: close every feed of `feeds`, and mark orphaned
+/// every one but the calling thread's for `domain` (the only thread the
+/// child has). No GP worker runs in the child yet, so no open feed would
+/// have the scan an open feed is promised: closed, the calling thread's
+/// next `call()` takes the slow path, which hands over, starts the shard's
+/// workers and reopens it. The others' owners are the parent's other
+/// threads, which never run here; a scan or a barrier takes what they had
+/// published and drops them, as it does for a thread that exited.
 #[cfg(not(any(loom, shuttle)))]
 pub(crate) fn orphan_others_after_fork(feeds: &[Arc<Feed>], domain: u64) {
     let mine = OWNED_FEEDS
@@ -316,6 +319,7 @@ pub(crate) fn orphan_others_after_fork(feeds: &[Arc<Feed>], domain: u64) {
         .ok()
         .flatten();
     for f in feeds {
+        f.closed.store(true, Ordering::Release);
         if Some(Arc::as_ptr(f)) != mine {
             f.orphaned.store(true, Ordering::Release);
         }

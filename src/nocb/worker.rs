@@ -94,7 +94,12 @@ impl Nocb {
                     if self.cfg.model.inline_gp
                         || catch_unwind(AssertUnwindSafe(|| env.request_gp(s))).is_err()
                     {
+                        // Runs the wakers of tasks awaiting that grace
+                        // period; one may fork (fork.rs).
                         env.gp.wait_for(s, env.reader);
+                        if self.forked_here() {
+                            return;
+                        }
                     }
                 }
                 if let Some(s) = scan.first {
@@ -198,16 +203,17 @@ impl Nocb {
                 while let Some(slot) = batch.pop_front(&mut cache) {
                     self.invoke_caught(i, slot);
                     if self.forked_here() {
-                        // This callback called fork(): we are the child's
-                        // only thread, and this worker's loop is the
-                        // parent's. Stop here (fork.rs).
-                        return;
+                        return self.leave_after_fork(batch);
                     }
                     ran += 1;
                     if barrier_ran() {
                         self.account(i, ran, &mut cache);
                         ran = 0;
+                        // Runs the wakers of async barriers.
                         signal_ran_barriers();
+                        if self.forked_here() {
+                            return self.leave_after_fork(batch);
+                        }
                     }
                 }
                 self.account(i, ran, &mut cache);
@@ -220,6 +226,15 @@ impl Nocb {
                 return;
             }
         }
+    }
+
+    /// This thread called `fork()` inside a callback or a waker it ran, and
+    /// is now a forked child's only thread: leave the CB worker's loop,
+    /// whose batch and accounting are the parent's. The batch's callbacks
+    /// are forgotten: neither run nor dropped here (fork.rs).
+    #[cold]
+    fn leave_after_fork(&self, batch: CbQueue) {
+        std::mem::forget(batch);
     }
 
     /// Run one callback; a panic is caught, counted and reported
