@@ -285,9 +285,7 @@ impl GpState {
         // thread, no guard of this lock alive on it.
         unsafe { self.gp_lock.reset_after_fork() };
         let s = self.seq.load(Ordering::Relaxed);
-        if seq::state(s) != 0 {
-            self.seq.store(s & !seq::SEQ_STATE_MASK, Ordering::Release);
-        }
+        self.seq.store(seq::last_completed(s), Ordering::Release);
         let mut e = self.engine.lock();
         // Its thread is the parent's: never join it.
         std::mem::forget(e.thread.take());

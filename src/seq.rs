@@ -33,6 +33,15 @@ pub(crate) const fn start(s: u64) -> u64 {
     s.wrapping_add(1)
 }
 
+/// The last completed number at `s`: `s` itself when idle; when a grace
+/// period is in progress, the number it started from (for a forked child,
+/// which abandons a grace period or barrier a parent thread was running).
+#[inline]
+#[cfg_attr(any(loom, shuttle), allow(dead_code))]
+pub(crate) const fn last_completed(s: u64) -> u64 {
+    s & !SEQ_STATE_MASK
+}
+
 /// The number a grace period that is in progress at `s` ends with.
 #[inline]
 pub(crate) const fn end(s: u64) -> u64 {
@@ -63,6 +72,14 @@ pub(crate) const fn before(a: u64, b: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_completed_undoes_a_start() {
+        assert_eq!(last_completed(8), 8);
+        assert_eq!(last_completed(start(8)), 8);
+        assert_eq!(end(start(8)), 12);
+        assert_eq!(last_completed(start(u64::MAX - 3)), u64::MAX - 3);
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::sync::{now_ns, os_thread_id, os_thread_state, AtomicU64, Ordering, OsThreadState};
+use crate::wait::drop_contained;
 
 /// What a stall report is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,13 +412,7 @@ impl StallWatch {
                         std::io::stderr(),
                         "rcu_offload: the stall hook panicked; the report was: {report}"
                     );
-                    if let Err(again) =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                            drop(payload)
-                        }))
-                    {
-                        std::mem::forget(again);
-                    }
+                    drop_contained(payload);
                 }
             }
             None => {

@@ -224,10 +224,23 @@ impl WakerTable {
 /// whose waker panicked may never be polled again; that is reported on
 /// stderr.
 pub(crate) fn wake_contained(w: Waker) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())) {
         eprintln!(
             "rcu_offload: a task's Waker::wake panicked while an async grace period or \
              barrier woke it; the panic was contained, and that task may never be polled again"
         );
+        drop_contained(payload);
+    }
+}
+
+/// Drop a caught panic's payload, whose `Drop` is user code that may panic
+/// too; such a second panic's payload is leaked, not dropped. Every place
+/// that contains user code (wakers, stall and callback-panic hooks,
+/// callbacks) drops what it caught through this.
+pub(crate) fn drop_contained(payload: Box<dyn std::any::Any + Send>) {
+    if let Err(again) =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)))
+    {
+        std::mem::forget(again);
     }
 }

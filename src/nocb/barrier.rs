@@ -128,9 +128,7 @@ impl BarrierState {
         // SAFETY: the caller's contract.
         unsafe { self.lock.reset_after_fork() };
         let s = self.seq.load(Ordering::Relaxed);
-        if seq::state(s) != 0 {
-            self.seq.store(s & !seq::SEQ_STATE_MASK, Ordering::Release);
-        }
+        self.seq.store(seq::last_completed(s), Ordering::Release);
         let live: Vec<Arc<Pending>> = self
             .in_flight
             .lock()

@@ -11,6 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::wait::drop_contained;
 
 /// A callback's panic, handed to the hook of
 /// [`Builder::on_callback_panic`](crate::Builder::on_callback_panic) on the
@@ -112,12 +113,5 @@ impl PanicReports {
                 drop_contained(payload);
             }
         }
-    }
-}
-
-/// Drop a panic payload, whose `Drop` is user code that may panic too.
-fn drop_contained(payload: Box<dyn Any + Send>) {
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        std::mem::forget(again);
     }
 }
